@@ -364,7 +364,8 @@ def fuse(images, method: str = DEFAULT_METHOD, *, mode: str = "auto", axis: int 
     >>> fused.shape, fused.dtype
     ((64, 64), dtype('float32'))
     """
+    reporter = Progress.wrap(progress, cancel)
     fusion_plan = plan(images, method, mode=mode, axis=axis, batch_size=batch_size, percentiles=percentiles,
                        input_ranges=input_ranges, output_range=output_range, colormap=colormap,
                        colour_space=colour_space, params=params)
-    return run(fusion_plan, Progress.wrap(progress, cancel))
+    return run(fusion_plan, reporter)

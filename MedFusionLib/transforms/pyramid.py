@@ -27,7 +27,7 @@ def max_pyramid_levels(shape: Sequence[int]) -> int:
     """Largest number of pyramid levels for which every reduced axis keeps at least 2 samples."""
     levels = 0
     sizes = list(shape)
-    while min(sizes) >= 4:
+    while min(sizes) >= 3:
         sizes = [(s + 1) // 2 for s in sizes]
         levels += 1
     return levels

@@ -1,0 +1,96 @@
+"""Transform layer (box/guided filters, pyramids) and band fusion rules."""
+
+import numpy as np
+import pytest
+
+from MedFusionLib import rules
+from MedFusionLib.transforms import (box_mean, guided_filter, laplacian_pyramid, max_pyramid_levels,
+                                     reconstruct_laplacian_pyramid)
+
+
+def _box_mean_bruteforce(x, r):
+    out = np.empty_like(x, dtype=np.float64)
+    for i in range(x.shape[0]):
+        for j in range(x.shape[1]):
+            out[i, j] = x[max(i - r, 0):i + r + 1, max(j - r, 0):j + r + 1].mean()
+    return out
+
+
+def test_box_mean_matches_truncated_window_mean(rng):
+    x = rng.random((2, 9, 11)).astype(np.float32)
+    got = box_mean(x, 2, spatial_dims=2)
+    for b in range(2):
+        np.testing.assert_allclose(got[b], _box_mean_bruteforce(x[b], 2), rtol=1e-5)
+    # 3-D: a constant volume stays constant at the borders (truncated, not zero-padded).
+    np.testing.assert_allclose(box_mean(np.full((1, 5, 6, 7), 3.0), 3, spatial_dims=3), 3.0)
+
+
+def test_box_mean_does_not_mix_batch_items(rng):
+    x = np.zeros((3, 8, 8), np.float32)
+    x[1] = 1.0
+    out = box_mean(x, 3)
+    assert out[0].max() == 0 and out[2].max() == 0 and np.allclose(out[1], 1)
+
+
+def test_guided_filter_flat_guide_gives_box_mean_and_edges_are_preserved(rng):
+    p = rng.random((1, 16, 16))
+    flat = np.ones_like(p)
+    np.testing.assert_allclose(guided_filter(flat, p, 2, 0.01), box_mean(box_mean(p, 2), 2), atol=1e-10)
+    step = np.zeros((1, 16, 16))
+    step[:, :, 8:] = 1.0
+    out = guided_filter(step, step, 3, 1e-6)
+    np.testing.assert_allclose(out, step, atol=1e-3)   # the step edge survives a 7x7 filter
+
+
+@pytest.mark.parametrize("shape, dims", [((1, 37, 50), 2), ((2, 3, 64, 63), 2), ((1, 17, 20, 33), 3)])
+def test_laplacian_pyramid_perfect_reconstruction(rng, shape, dims):
+    x = rng.standard_normal(shape).astype(np.float64)
+    levels = max_pyramid_levels(shape[-dims:])
+    bands = laplacian_pyramid(x, levels, dims)
+    assert len(bands) == levels + 1
+    assert bands[-1].shape[-dims:] < bands[0].shape[-dims:]
+    rec = reconstruct_laplacian_pyramid(bands, dims)
+    assert np.abs(rec - x).max() / np.abs(x).max() < 1e-12
+
+
+def test_laplacian_pyramid_rejects_too_many_levels():
+    with pytest.raises(ValueError, match="levels must be in"):
+        laplacian_pyramid(np.zeros((1, 16, 16)), 9, 2)
+
+
+def test_max_abs_and_average_rules():
+    a = np.array([[1.0, -5.0], [0.5, 2.0]])
+    b = np.array([[-3.0, 4.0], [0.2, -2.5]])
+    bands = np.stack([a, b])[:, None]            # (N=2, B=1, 2, 2)
+    np.testing.assert_array_equal(rules.max_abs(bands)[0], [[-3.0, -5.0], [0.5, -2.5]])
+    np.testing.assert_allclose(rules.average(bands)[0], (a + b) / 2)
+    np.testing.assert_allclose(rules.weighted_average(bands, [3, 1])[0], 0.75 * a + 0.25 * b)
+
+
+def test_consistency_check_overturns_isolated_choice():
+    index = np.zeros((1, 7, 7), dtype=int)
+    index[0, 3, 3] = 1                            # lone pixel choosing source 1
+    index[0, :, 6] = 1                            # a solid column stays
+    fixed = rules.consistency_check(index, 2, window=3)
+    assert fixed[0, 3, 3] == 0
+    assert (fixed[0, 1:-1, 6] == 1).all()
+
+
+def test_local_energy_rule_selects_the_textured_source(rng):
+    textured = rng.standard_normal((1, 16, 16))
+    flat = np.full((1, 16, 16), 0.1)
+    fused = rules.local_energy_rule(np.stack([flat, textured]), window=3)
+    assert np.mean(fused == textured) > 0.95
+
+
+def test_local_similarity_averages_similar_and_selects_dissimilar(rng):
+    a = rng.standard_normal((1, 12, 12))
+    same = rules.local_similarity(np.stack([a, a]), window=3, threshold=0.75)
+    np.testing.assert_allclose(same, a)           # M = 1: weights 1/2 and 1/2
+    strong = 10 * rng.standard_normal((1, 12, 12))
+    dissimilar = rules.local_similarity(np.stack([strong, -0.01 * strong]), window=3, threshold=0.75)
+    np.testing.assert_allclose(dissimilar, strong)  # M < 0 everywhere: pick the energetic source
+    w = np.full((1, 12, 12), 0.9)
+    np.testing.assert_allclose(rules.local_similarity(np.stack([a, a]), weight_map=w), a)
+    with pytest.raises(ValueError, match="2 sources"):
+        rules.local_similarity(np.stack([a, a, a]))
