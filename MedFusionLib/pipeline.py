@@ -98,8 +98,11 @@ def _check_array(k: int, a: np.ndarray) -> bool:
         raise FusionInputError(
             f"input {k} has shape {a.shape}; allowed: 2-D (H, W) or 3-D (K, J, I) scalar arrays, or "
             f"RGB images (H, W, 3) / (K, J, I, 3) of dtype uint8")
-    if min(a.shape[:spatial_ndim]) < 2:
-        raise FusionInputError(f"input {k} has shape {a.shape}; every spatial axis needs at least 2 samples")
+    sizes = sorted(a.shape[:spatial_ndim])
+    if sizes[0] < 1 or sizes[spatial_ndim - 2] < 2:
+        raise FusionInputError(
+            f"input {k} has shape {a.shape}; a 2-D image needs at least 2 x 2 samples (a 3-D volume may "
+            f"be a single slice: one axis of size 1)")
     if a.dtype.kind == "f" and not np.isfinite(a).all():
         raise FusionInputError(f"input {k} contains NaN or infinite values; fusion needs finite values")
     return rgb
@@ -164,6 +167,15 @@ def plan(images, method: str = DEFAULT_METHOD, *, mode: str = "auto", axis: int 
         if not -3 <= axis <= 2:
             raise FusionInputError(f"axis must be in -3..2 for 3-D inputs; got {axis}")
         axis = int(axis) % 3
+        if 1 in spatial_shape:
+            # A single-slice volume (e.g. a 2-D image loaded as a Slicer volume) is fused as that slice.
+            thin = spatial_shape.index(1)
+            if mode == "3d":
+                raise FusionInputError(f"mode='3d' needs a volume; shape {spatial_shape} is a single slice")
+            if mode == "slices" and axis != thin:
+                raise FusionInputError(
+                    f"slicing shape {spatial_shape} along axis {axis} gives 1-D slices; use axis={thin}")
+            mode, axis = "slices", thin
         if mode == "3d" and not spec.supports_3d:
             natively = [s.name for s in _all_3d_methods()]
             raise FusionInputError(

@@ -1,0 +1,256 @@
+"""The ``medfusion`` command line: list methods, fuse files, score results, evaluate a data set, demo.
+
+::
+
+    medfusion methods [--family F] [--format text|markdown|json]
+    medfusion fuse IN1 IN2 [IN3 ...] -o OUT [--method M] [--param k=v ...] [--mode ...] [--colormap ...]
+    medfusion metrics FUSED IN1 IN2 [...] [--format text|json]
+    medfusion evaluate DIR [--methods M ...] [--out DIR]
+    medfusion demo [--out DIR]
+
+Files are read and written through Slicer's volume IO (the bridge), so NRRD, NIfTI, MetaImage and the
+other formats Slicer reads keep their geometry. Long runs show tqdm progress bars; Ctrl-C cancels
+and writes nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Dict, List, Optional, Sequence
+
+from . import __version__
+from .errors import FusionCancelled, FusionError
+from .pipeline import DEFAULT_METHOD, MODES
+from .registry import FAMILIES, methods as list_methods
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_CANCELLED = 0, 1, 2, 130
+
+
+class _TqdmProgress:
+    """A tqdm bar driven by the library's ``progress(fraction, message)`` callback."""
+
+    def __init__(self, description: str, enabled: bool = True):
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=1000, desc=description, unit="‰", disable=not enabled, leave=False,
+                        bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}<{remaining} {postfix}")
+
+    def __call__(self, fraction: float, message: str) -> None:
+        target = int(round(fraction * 1000))
+        if target > self.bar.n:
+            self.bar.update(target - self.bar.n)
+        if message:
+            self.bar.set_postfix_str(message, refresh=False)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def _parse_params(items: Optional[Sequence[str]]) -> Dict[str, str]:
+    params: Dict[str, str] = {}
+    for item in items or ():
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise FusionError(f"--param takes KEY=VALUE (e.g. --param levels=4); got {item!r}")
+        params[key.strip()] = value.strip()
+    return params
+
+
+def _parse_output_range(text: str):
+    if text in ("reference", "unit"):
+        return text
+    try:
+        lo, hi = (float(v) for v in text.split(","))
+    except ValueError:
+        raise FusionError(f"--output-range takes 'reference', 'unit' or LOW,HIGH; got {text!r}") from None
+    return (lo, hi)
+
+
+def _parse_colormap(text: Optional[str]):
+    if text is None or "," not in text:
+        return text
+    return [None if t.strip() in ("", "none") else t.strip() for t in text.split(",")]
+
+
+# --- methods ------------------------------------------------------------------------------------------
+def methods_markdown(specs=None) -> str:
+    """The method table of the README, generated from the registry."""
+    specs = list_methods() if specs is None else specs
+    lines = ["| method | family | what it does | 3-D | inputs | parameters (default) | reference |",
+             "|---|---|---|---|---|---|---|"]
+    for s in specs:
+        params = ", ".join(f"`{p.name}`={p.default!r}" for p in s.params) or "none"
+        lines.append(f"| `{s.name}` | {s.family} | {s.summary} | {'native' if s.supports_3d else 'slice-wise'} "
+                     f"| {s.describe_inputs()} | {params} | {s.reference} |")
+    return "\n".join(lines)
+
+
+def _cmd_methods(args) -> int:
+    specs = list_methods(args.family)
+    if args.format == "json":
+        print(json.dumps([s.to_dict() for s in specs], indent=2))
+    elif args.format == "markdown":
+        print(methods_markdown(specs))
+    else:
+        for s in specs:
+            dims = "2-D, 3-D" if s.supports_3d else "2-D (slice-wise on volumes)"
+            print(f"{s.name}  [{s.family}; {dims}; {s.describe_inputs()} inputs]")
+            print(f"    {s.summary}")
+            print(f"    Reference: {s.reference}")
+            for p in s.params:
+                print(f"    --param {p.name}=<{p.kind}>  default {p.default!r}, allowed {p.describe_range()}: {p.help}")
+            print()
+    return EXIT_OK
+
+
+# --- fuse ---------------------------------------------------------------------------------------------
+def _cmd_fuse(args) -> int:
+    from . import bridge
+
+    params = _parse_params(args.param)
+    fuse_kwargs = dict(mode=args.mode, axis=args.axis, batch_size=args.batch_size, colour_space=args.colour_space,
+                       colormap=_parse_colormap(args.colormap), output_range=_parse_output_range(args.output_range))
+    if args.percentiles is not None:
+        fuse_kwargs["percentiles"] = tuple(args.percentiles)
+    if args.input_range is not None:
+        fuse_kwargs["input_ranges"] = tuple(args.input_range)
+    scene = bridge.new_scene()
+    nodes = [bridge.load_volume(path, scene) for path in args.inputs]
+    bar = _TqdmProgress(f"fusing ({args.method})", enabled=not args.quiet)
+    try:
+        output = bridge.fuse_volume_nodes(nodes, args.method, progress=bar, **fuse_kwargs, **params)
+    finally:
+        bar.close()
+    bridge.save_volume(output, args.output)
+    if not args.quiet:
+        print(f"wrote {args.output}")
+    return EXIT_OK
+
+
+# --- metrics ------------------------------------------------------------------------------------------
+def _read_for_metrics(path: str):
+    """Read an image or volume as the metric protocol expects (8-bit images: luminance, rounded)."""
+    from . import metrics
+    from .evaluation import read_image
+
+    suffix = path.lower()
+    if suffix.endswith((".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")):
+        return metrics.protocol_image(read_image(path))
+    from . import bridge
+
+    scene = bridge.new_scene()
+    array = bridge.array_from_node(bridge.load_volume(path, scene))
+    return metrics.protocol_image(array) if array.ndim == 4 else array.astype("float64")
+
+
+def _cmd_metrics(args) -> int:
+    from . import metrics
+
+    fused = _read_for_metrics(args.fused)
+    sources = [_read_for_metrics(p) for p in args.sources]
+    scores = metrics.evaluate_all(fused, sources, axis=args.axis)
+    if args.format == "json":
+        print(json.dumps(scores, indent=2))
+    else:
+        width = max(len(k) for k in scores)
+        for name, value in scores.items():
+            arrow = "higher is better" if metrics.HIGHER_IS_BETTER[name] else "lower is better"
+            print(f"{name:<{width}}  {value:10.4f}   ({arrow})")
+    return EXIT_OK
+
+
+# --- evaluate -----------------------------------------------------------------------------------------
+def _cmd_evaluate(args) -> int:
+    from .evaluation import evaluate_folder
+
+    chosen = args.methods or [s.name for s in list_methods()]
+    result = evaluate_folder(args.folder, chosen, out_dir=args.out, sets=args.sets, limit=args.limit,
+                             show_progress=not args.quiet)
+    print(result.markdown())
+    if args.out:
+        print(f"\nwrote {', '.join(result.written)}")
+    return EXIT_OK
+
+
+# --- demo ---------------------------------------------------------------------------------------------
+def _cmd_demo(args) -> int:
+    from .demo import run_demo
+
+    written = run_demo(args.out, size=args.size, show_progress=not args.quiet)
+    for path in written:
+        print(f"wrote {path}")
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="medfusion", description="Multimodal medical image fusion.")
+    parser.add_argument("--version", action="version", version=f"medfusion {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("methods", help="list the fusion methods and their parameters")
+    p.add_argument("--family", choices=FAMILIES)
+    p.add_argument("--format", choices=("text", "markdown", "json"), default="text")
+    p.set_defaults(func=_cmd_methods)
+
+    p = sub.add_parser("fuse", help="fuse co-registered volumes or images (first = anatomical reference)")
+    p.add_argument("inputs", nargs="+", metavar="IN", help="input files (NRRD, NIfTI, MetaImage, PNG, ...)")
+    p.add_argument("-o", "--output", required=True, help="output file (.nrrd, .nii.gz, ...)")
+    p.add_argument("-m", "--method", default=DEFAULT_METHOD, help=f"fusion method (default {DEFAULT_METHOD})")
+    p.add_argument("-p", "--param", action="append", metavar="KEY=VALUE", help="method parameter (repeatable)")
+    p.add_argument("--mode", choices=MODES, default="auto", help="3-D volumes: native 3-D or slice-wise")
+    p.add_argument("--axis", type=int, default=0, help="slicing axis of the (K, J, I) array (default 0)")
+    p.add_argument("--batch-size", type=int, default=None, help="slices per batch")
+    p.add_argument("--percentiles", type=float, nargs=2, metavar=("LOW", "HIGH"),
+                   help="percentile window normalising each input (default 0.5 99.5)")
+    p.add_argument("--input-range", type=float, nargs=2, metavar=("LOW", "HIGH"),
+                   help="fixed intensity window for all inputs instead of percentiles")
+    p.add_argument("--output-range", default="reference", help="'reference' (default), 'unit' or LOW,HIGH")
+    p.add_argument("--colormap", help="pseudo-colour for the last input (or NAME,NAME,... per input)")
+    p.add_argument("--colour-space", choices=("ycbcr", "ihs"), default="ycbcr")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_fuse)
+
+    p = sub.add_parser("metrics", help="score a fused image against its sources")
+    p.add_argument("fused")
+    p.add_argument("sources", nargs="+")
+    p.add_argument("--axis", type=int, default=0, help="3-D: metrics per slice along this axis, then averaged")
+    p.add_argument("--format", choices=("text", "json"), default="text")
+    p.set_defaults(func=_cmd_metrics)
+
+    p = sub.add_parser("evaluate", help="fuse and score every pair of a folder laid out like aanlib-dev")
+    p.add_argument("folder", help="folder of sets: SET/{MOD_A,MOD_B}/NAME.png")
+    p.add_argument("--methods", nargs="+", metavar="M", help="methods to evaluate (default: all)")
+    p.add_argument("--sets", nargs="+", metavar="SET", help="only these set folders")
+    p.add_argument("--limit", type=int, help="at most this many pairs per set")
+    p.add_argument("--out", help="write results.csv, results.md and montage PNGs here")
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.set_defaults(func=_cmd_evaluate)
+
+    p = sub.add_parser("demo", help="fuse the built-in synthetic CT/MRI/PET phantom (no download)")
+    p.add_argument("--out", default="medfusion-demo", help="output folder (default ./medfusion-demo)")
+    p.add_argument("--size", type=int, default=128, help="in-plane size of the phantom")
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.set_defaults(func=_cmd_demo)
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Entry point of the ``medfusion`` console script; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except FusionCancelled as exc:
+        print(f"medfusion: {exc}", file=sys.stderr)
+        return EXIT_CANCELLED
+    except KeyboardInterrupt:
+        print("medfusion: interrupted; nothing was written", file=sys.stderr)
+        return EXIT_CANCELLED
+    except (FusionError, FileNotFoundError) as exc:
+        print(f"medfusion: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())
