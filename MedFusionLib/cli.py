@@ -29,15 +29,21 @@ EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_CANCELLED = 0, 1, 2, 130
 
 
 class _TqdmProgress:
-    """A tqdm bar driven by the library's ``progress(fraction, message)`` callback."""
+    """A tqdm bar driven by the library's ``progress(fraction, message)`` callback.
+
+    The bar appears at the first report, so a call rejected by validation prints only its error."""
 
     def __init__(self, description: str, enabled: bool = True):
-        from tqdm import tqdm
-
-        self.bar = tqdm(total=1000, desc=description, unit="‰", disable=not enabled, leave=False,
-                        bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}<{remaining} {postfix}")
+        self.description = description
+        self.enabled = enabled
+        self.bar = None
 
     def __call__(self, fraction: float, message: str) -> None:
+        if self.bar is None:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=1000, desc=self.description, disable=not self.enabled, leave=False,
+                            bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}<{remaining} {postfix}")
         target = int(round(fraction * 1000))
         if target > self.bar.n:
             self.bar.update(target - self.bar.n)
@@ -45,7 +51,8 @@ class _TqdmProgress:
             self.bar.set_postfix_str(message, refresh=False)
 
     def close(self) -> None:
-        self.bar.close()
+        if self.bar is not None:
+            self.bar.close()
 
 
 def _parse_params(items: Optional[Sequence[str]]) -> Dict[str, str]:
@@ -106,9 +113,51 @@ def _cmd_methods(args) -> int:
 
 
 # --- fuse ---------------------------------------------------------------------------------------------
-def _cmd_fuse(args) -> int:
-    from . import bridge
+def _is_image_file(path: str) -> bool:
+    from .evaluation import IMAGE_SUFFIXES
 
+    return path.lower().endswith(IMAGE_SUFFIXES)
+
+
+def _fuse_image_files(args, fuse_kwargs: Dict[str, object], params: Dict[str, str]) -> None:
+    """2-D image files (PNG, TIFF, ...) are fused as arrays: Slicer's IO reads volumes, not these."""
+    import os
+
+    import imageio.v3 as iio
+    import numpy as np
+
+    from .evaluation import read_image
+    from .pipeline import fuse
+
+    images = []
+    for path in args.inputs:
+        image = read_image(path)
+        if image.ndim == 3 and (image[..., 0] == image[..., 1]).all() and (image[..., 1] == image[..., 2]).all():
+            image = image[..., 0]    # grey stored as RGB (R = G = B) is grey
+        images.append(image)
+    if all(im.dtype == np.uint8 for im in images) and "percentiles" not in fuse_kwargs:
+        # 8-bit images share one display scale: keep it rather than stretching each to its percentiles.
+        fuse_kwargs.setdefault("input_ranges", (0.0, 255.0))
+        if fuse_kwargs["output_range"] == "reference":
+            fuse_kwargs["output_range"] = (0.0, 255.0)
+    bar = _TqdmProgress(f"fusing ({args.method})", enabled=not args.quiet)
+    try:
+        fused = fuse(images, args.method, progress=bar, **fuse_kwargs, **params)
+    finally:
+        bar.close()
+    if fused.dtype != np.uint8:
+        fused = np.clip(np.rint(fused), 0, 255).astype(np.uint8)
+    root, ext = os.path.splitext(args.output)
+    tmp = f"{root}.partial{ext}"
+    try:
+        iio.imwrite(tmp, fused)
+        os.replace(tmp, args.output)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def _cmd_fuse(args) -> int:
     params = _parse_params(args.param)
     fuse_kwargs = dict(mode=args.mode, axis=args.axis, batch_size=args.batch_size, colour_space=args.colour_space,
                        colormap=_parse_colormap(args.colormap), output_range=_parse_output_range(args.output_range))
@@ -116,14 +165,25 @@ def _cmd_fuse(args) -> int:
         fuse_kwargs["percentiles"] = tuple(args.percentiles)
     if args.input_range is not None:
         fuse_kwargs["input_ranges"] = tuple(args.input_range)
-    scene = bridge.new_scene()
-    nodes = [bridge.load_volume(path, scene) for path in args.inputs]
-    bar = _TqdmProgress(f"fusing ({args.method})", enabled=not args.quiet)
-    try:
-        output = bridge.fuse_volume_nodes(nodes, args.method, progress=bar, **fuse_kwargs, **params)
-    finally:
-        bar.close()
-    bridge.save_volume(output, args.output)
+    image_inputs = [_is_image_file(p) for p in args.inputs]
+    if any(image_inputs):
+        if not all(image_inputs) or not _is_image_file(args.output):
+            raise FusionError("2-D image files (PNG, TIFF, JPEG, BMP) are fused with each other into an image "
+                              "file; volumes (NRRD, NIfTI, MetaImage, ...) into a volume file. Do not mix them.")
+        _fuse_image_files(args, fuse_kwargs, params)
+    else:
+        from . import bridge
+
+        if _is_image_file(args.output):
+            raise FusionError("volumes are written as volume files (.nrrd, .nii.gz, .mha, ...), not as images")
+        scene = bridge.new_scene()
+        nodes = [bridge.load_volume(path, scene) for path in args.inputs]
+        bar = _TqdmProgress(f"fusing ({args.method})", enabled=not args.quiet)
+        try:
+            output = bridge.fuse_volume_nodes(nodes, args.method, progress=bar, **fuse_kwargs, **params)
+        finally:
+            bar.close()
+        bridge.save_volume(output, args.output)
     if not args.quiet:
         print(f"wrote {args.output}")
     return EXIT_OK
@@ -230,7 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="fuse the built-in synthetic CT/MRI/PET phantom (no download)")
     p.add_argument("--out", default="medfusion-demo", help="output folder (default ./medfusion-demo)")
-    p.add_argument("--size", type=int, default=128, help="in-plane size of the phantom")
+    p.add_argument("--size", type=int, default=192, help="in-plane size of the phantom (default 192)")
     p.add_argument("-q", "--quiet", action="store_true")
     p.set_defaults(func=_cmd_demo)
     return parser

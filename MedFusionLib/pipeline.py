@@ -108,7 +108,7 @@ def _check_array(k: int, a: np.ndarray) -> bool:
     return rgb
 
 
-def _colormaps(colormap, n: int) -> List[Optional[str]]:
+def colormaps_per_input(colormap, n: int) -> List[Optional[str]]:
     """Per-input colour map names: a single name applies to the last input (the functional image)."""
     if colormap is None:
         return [None] * n
@@ -194,7 +194,7 @@ def plan(images, method: str = DEFAULT_METHOD, *, mode: str = "auto", axis: int 
 
     resolved_params = spec.resolve_params(dict(params or {}), len(arrays), item_shape)
 
-    maps = _colormaps(colormap, len(arrays))
+    maps = colormaps_per_input(colormap, len(arrays))
     for k, (m, rgb) in enumerate(zip(maps, rgb_flags)):
         if m is not None and rgb:
             raise FusionInputError(f"input {k} is already an RGB image; a colour map applies to scalar inputs only")

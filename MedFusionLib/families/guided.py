@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import rules
 from ..registry import Param, register
 from ..transforms.filters import box_mean, gaussian_smooth, guided_filter, laplacian_filter
 
@@ -43,7 +44,7 @@ def guided_filter_fusion(stack: np.ndarray, base_radius: int = 15, saliency_radi
     base = box_mean(stack, base_radius, spatial_dims)
     saliency = gaussian_smooth(np.abs(laplacian_filter(stack, spatial_dims)), saliency_sigma, saliency_radius,
                                spatial_dims)
-    winner = saliency.argmax(axis=0)
+    winner = rules.argmax_sources(saliency)
     fused_base = np.zeros(stack.shape[1:], dtype=np.float32)
     fused_detail = np.zeros(stack.shape[1:], dtype=np.float32)
     total_base = np.zeros_like(fused_base)

@@ -39,16 +39,27 @@ def box_mean(x: np.ndarray, radius: int, spatial_dims: int = 2) -> np.ndarray:
         Same shape and dtype (float32 for non-float input).
     """
     dtype = x.dtype if x.dtype.kind == "f" else np.float32
-    out = np.array(x, dtype=dtype, copy=True)
     if radius <= 0:
-        return out
+        return np.array(x, dtype=dtype, copy=True)
     size = 2 * radius + 1
+    out = None
     for axis in _spatial_axes(x, spatial_dims):
         # uniform_filter1d with zero padding gives sum/size; rescale by size/count for a truncated mean.
-        ndi.uniform_filter1d(out, size, axis=axis, mode="constant", cval=0.0, output=out)
+        out = ndi.uniform_filter1d(x if out is None else out, size, axis=axis, mode="constant", cval=0.0,
+                                   output=dtype if out is None else out)
         shape = [1] * x.ndim
         shape[axis] = x.shape[axis]
         out *= (size / _window_counts(x.shape[axis], radius, dtype)).reshape(shape)
+    return out
+
+
+def window_sum_votes(mask: np.ndarray, window: int, spatial_dims: int = 2) -> np.ndarray:
+    """Proportional to the count of True in each window (zero-padded borders), as float32; enough to
+    compare counts of several masks at the same position."""
+    out = None
+    for axis in _spatial_axes(mask, spatial_dims):
+        out = ndi.uniform_filter1d(mask if out is None else out, window, axis=axis, mode="constant", cval=0.0,
+                                   output=np.float32 if out is None else out)
     return out
 
 
@@ -103,3 +114,16 @@ def guided_filter(guide: np.ndarray, src: np.ndarray, radius: int, eps: float,
     a = cov_ip / (var_i + eps)
     b = mean_p - a * mean_i
     return box_mean(a, radius, spatial_dims) * guide + box_mean(b, radius, spatial_dims)
+
+
+def window_fraction_inside(shape, window: int, spatial_dims: int = 2) -> np.ndarray:
+    """What :func:`window_sum_votes` gives for an all-True mask: the fraction of each window that lies
+    inside the image (1 away from the borders), broadcastable to ``shape``."""
+    radius = window // 2
+    out = np.ones([1] * len(shape), dtype=np.float32)
+    for axis in range(len(shape) - spatial_dims, len(shape)):
+        per_axis = _window_counts(shape[axis], radius, np.float32) / np.float32(window)
+        view = [1] * len(shape)
+        view[axis] = shape[axis]
+        out = out * per_axis.reshape(view)
+    return out

@@ -15,7 +15,6 @@ from __future__ import annotations
 from typing import List, Sequence
 
 import numpy as np
-from scipy import ndimage as ndi
 
 from .filters import _spatial_axes
 
@@ -33,25 +32,58 @@ def max_pyramid_levels(shape: Sequence[int]) -> int:
     return levels
 
 
+def _along(ndim: int, axis: int, index) -> tuple:
+    key = [slice(None)] * ndim
+    key[axis] = index
+    return tuple(key)
+
+
 def _reduce(x: np.ndarray, spatial_dims: int) -> np.ndarray:
-    kernel = _KERNEL.astype(x.dtype)
+    """Low-pass with the 5-tap kernel and keep every other sample, per spatial axis.
+
+    Polyphase form of ``correlate1d(x, kernel, mode='mirror')[::2]``: only the kept outputs are computed.
+    """
+    w = _KERNEL.astype(x.dtype)
     for axis in _spatial_axes(x, spatial_dims):
-        x = ndi.correlate1d(x, kernel, axis=axis, mode="mirror")
-        x = x[(slice(None),) * axis + (slice(None, None, 2),)]
+        n = x.shape[axis]
+        m = (n + 1) // 2
+        # mirror extension by 2 samples: x[-2] = x[2], x[-1] = x[1], x[n] = x[n-2], x[n+1] = x[n-3]
+        left = x[_along(x.ndim, axis, slice(2, 0, -1))]
+        right = x[_along(x.ndim, axis, slice(n - 2, n - 4 if n > 3 else None, -1))]
+        xp = np.concatenate([left, x, right], axis=axis)
+        y = w[0] * xp[_along(x.ndim, axis, slice(0, 2 * m, 2))]
+        for k in range(1, 5):
+            y += w[k] * xp[_along(x.ndim, axis, slice(k, k + 2 * m, 2))]
+        x = y
     return np.ascontiguousarray(x)
 
 
 def _expand(x: np.ndarray, shape: Sequence[int], spatial_dims: int) -> np.ndarray:
-    """Upsample by 2 to ``shape`` (the spatial shape of the finer level) by zero insertion + filtering."""
-    kernel = (2.0 * _KERNEL).astype(x.dtype)
+    """Upsample by 2 to ``shape`` (the spatial shape of the finer level), per spatial axis.
+
+    Polyphase form of inserting zeros and filtering with twice the 5-tap kernel (mirror borders):
+    even outputs (x[i-1] + 6 x[i] + x[i+1]) / 8, odd outputs (x[i] + x[i+1]) / 2.
+    """
     for k, axis in enumerate(_spatial_axes(x, spatial_dims)):
-        up_shape = list(x.shape)
-        up_shape[axis] = shape[k]
-        up = np.zeros(up_shape, dtype=x.dtype)
-        index = [slice(None)] * x.ndim
-        index[axis] = slice(0, shape[k], 2)
-        up[tuple(index)] = x
-        x = ndi.correlate1d(up, kernel, axis=axis, mode="mirror")
+        n, m = x.shape[axis], shape[k]
+        # Extension matching the mirrored zero-inserted signal: x[-1] = x[1]; x[n] = x[n-2] for odd m,
+        # x[n-1] for even m.
+        end = n - 2 if m % 2 else n - 1
+        xe = np.concatenate([x[_along(x.ndim, axis, slice(1, 2))], x,
+                             x[_along(x.ndim, axis, slice(end, end + 1))]], axis=axis)
+        out_shape = list(x.shape)
+        out_shape[axis] = m
+        out = np.empty(out_shape, dtype=x.dtype)
+        centre = xe[_along(x.ndim, axis, slice(1, n + 1))]
+        even = xe[_along(x.ndim, axis, slice(0, n))] + xe[_along(x.ndim, axis, slice(2, n + 2))]
+        even += 6 * centre
+        even *= x.dtype.type(0.125)
+        out[_along(x.ndim, axis, slice(0, m, 2))] = even
+        n_odd = m // 2
+        odd = xe[_along(x.ndim, axis, slice(1, n_odd + 1))] + xe[_along(x.ndim, axis, slice(2, n_odd + 2))]
+        odd *= x.dtype.type(0.5)
+        out[_along(x.ndim, axis, slice(1, m, 2))] = odd
+        x = out
     return x
 
 

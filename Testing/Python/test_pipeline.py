@@ -20,7 +20,8 @@ from MedFusionLib.errors import FusionCancelled, FusionInputError
     ([np.zeros((8, 8), bool), np.zeros((8, 8))], "dtype bool"),
     ([np.full((8, 8), np.nan), np.zeros((8, 8))], "NaN or infinite"),
     ([np.full((8, 8), np.inf), np.zeros((8, 8))], "NaN or infinite"),
-    ([np.zeros((1, 8)), np.zeros((1, 8))], "at least 2 samples"),
+    ([np.zeros((1, 8)), np.zeros((1, 8))], "at least 2 x 2 samples"),
+    ([np.zeros((1, 1, 8)), np.zeros((1, 1, 8))], "at least 2 x 2 samples"),
     (np.zeros((8, 8)), "single array"),
     (5, "sequence of 2 or more arrays"),
 ])
@@ -179,3 +180,17 @@ def test_cancel_before_start():
     token.cancel()
     with pytest.raises(FusionCancelled):
         mf.fuse([np.zeros((64, 64)), np.ones((64, 64))], cancel=token)
+
+
+def test_single_slice_volume_is_fused_as_that_slice(phantom2d):
+    mri, ct = phantom2d["mri"], phantom2d["ct"]
+    flat = mf.fuse([mri, ct], method="laplacian", levels=2)
+    for axis in range(3):
+        v_mri, v_ct = np.expand_dims(mri, axis), np.expand_dims(ct, axis)
+        out = mf.fuse([v_mri, v_ct], method="laplacian", levels=2)
+        assert out.shape == v_mri.shape
+        np.testing.assert_allclose(np.squeeze(out, axis), flat, rtol=1e-5, atol=1e-3)
+    with pytest.raises(FusionInputError, match="1-D slices"):
+        mf.fuse([mri[None], ct[None]], mode="slices", axis=1)
+    with pytest.raises(FusionInputError, match="single slice"):
+        mf.fuse([mri[None], ct[None]], mode="3d")
