@@ -10,7 +10,7 @@ Where the CDDFuse evaluator (Zhao et al., CVPR 2023) defines a metric, its conve
 quirks included, so that scores can be set beside published tables: EN, SD, SF, AG, MI, CC, PSNR, SCD,
 VIF, Qabf, SSIM. The other metrics follow their original papers as implemented in the reference code the
 literature uses (Haghighat's fast-FMI; Liu et al.'s toolbox for Qcb and Qcv; Shreyamsha Kumar's code for
-Nabf; MONAI's MS-SSIM); each docstring says which parameters are used. See ``docs/metrics.md``.
+Nabf; MONAI's MS-SSIM computation); each docstring says which parameters are used. See ``docs/metrics.md``.
 
 - Images are scored in 0..255. :func:`protocol_image` turns an 8-bit RGB image into rounded luminance
   exactly as the evaluator reads images; :func:`protocol_fused` clips and rounds a fused result. The
@@ -18,7 +18,8 @@ Nabf; MONAI's MS-SSIM); each docstring says which parameters are used. See ``doc
   the integers 0..255, see there).
 - ``sources`` is a sequence of two or more arrays of the fused image's shape. Metrics the references
   define for two sources are generalised to N sources in the way that reduces exactly to the two-source
-  definition; each docstring states how (sum over sources for MI, VIF, SSIM, MS-SSIM; mean for CC, FMI;
+  definition; each docstring states how (sum over sources for MI, VIF, SSIM, MS-SSIM; mean for CC, FMI
+  and PSNR's MSE; SCD correlates F minus the mean of the other sources with each source;
   gradient-weighted pooling for Qabf, Nabf; saliency-weighted pooling for Qcb, Qcv).
 
 2-D and 3-D
@@ -53,7 +54,7 @@ from scipy import ndimage
 
 from .errors import FusionInputError
 
-__all__ = ["METRICS", "HIGHER_IS_BETTER", "evaluate_all", "protocol_image", "protocol_fused",
+__all__ = ["METRICS", "HIGHER_IS_BETTER", "evaluate_all", "metrics_for_shape", "protocol_image", "protocol_fused",
            "en", "sd", "sf", "ag", "mi", "fmi", "cc", "psnr", "scd", "vif", "qabf", "nabf", "ssim",
            "ms_ssim", "qcb", "qcv"]
 
@@ -131,7 +132,8 @@ def protocol_image(image, *, rgb: Optional[bool] = None) -> np.ndarray:
     if not rgb:
         return x.astype(np.float64)
     if x.ndim < 3 or x.shape[-1] not in (3, 4):
-        raise FusionInputError(f"rgb=True needs a last axis of 3 (RGB) or 4 (RGBA) channels; got shape {x.shape}")
+        raise FusionInputError(f"rgb=True needs a last axis of 3 (RGB) or 4 (RGBA) channels; "
+                               f"got shape {x.shape}")
     chan = x.astype(np.float32)
     red, green, blue = (chan[..., k].astype(np.float64) for k in range(3))
     c_r, c_g, c_b = (float(np.float32(c)) for c in (0.299, 0.587, 0.114))
@@ -227,7 +229,7 @@ def _prepare(fused, sources, axis, names: Sequence[str], need_sources: bool = Tr
             raise FusionInputError(f"{what} contains NaN or infinite values; only finite values are allowed")
     F = _slices(f, ax)
     side = min(F.shape[1:])
-    need = max(_MIN_SIZE[n] for n in names)
+    need = max((_MIN_SIZE[n] for n in names), default=1)
     if side < need:
         small = ", ".join(f"{n} >= {_MIN_SIZE[n]}" for n in names if _MIN_SIZE[n] > side)
         raise FusionInputError(
@@ -235,6 +237,18 @@ def _prepare(fused, sources, axis, names: Sequence[str], need_sources: bool = Tr
             + (" (evaluate_all: pass metrics=... without these)" if len(names) > 1 else ""))
     X = np.stack([_slices(a, ax) for a in srcs]) if srcs else np.empty((0,) + F.shape)
     return F, X
+
+
+# Slices are processed in blocks of at most this many pixels per image: vectorised within a block, with
+# memory bounded for large volumes (the metrics make a few dozen temporaries of the block's size).
+_BLOCK_PIXELS = 1 << 20
+
+
+def _per_slice(kernel: Callable[..., np.ndarray], F: np.ndarray, X: np.ndarray, **kw) -> np.ndarray:
+    step = max(1, _BLOCK_PIXELS // (F.shape[1] * F.shape[2]))
+    if F.shape[0] <= step:
+        return kernel(F, X, **kw)
+    return np.concatenate([kernel(F[k:k + step], X[:, k:k + step], **kw) for k in range(0, F.shape[0], step)])
 
 
 def _reduce(per_slice: np.ndarray) -> float:
@@ -679,7 +693,7 @@ def _fmi_joint_entropy(pa, pf, ca, cf, c, sd_a, sd_f, upper: bool) -> np.ndarray
         np.add(cfi, caj, out=bound[:, 1:, 1:])
         bound[:, 1:, 1:] -= 1.0
         np.maximum(bound[:, 1:, 1:], 0.0, out=bound[:, 1:, 1:])
-    cov = bound.sum(axis=(1, 2)) - cf.sum(axis=1) * ca.sum(axis=1)
+    cov = bound.reshape(n, -1).sum(axis=1) - cf.sum(axis=1) * ca.sum(axis=1)
     degenerate = (sd_a == 0) | (sd_f == 0) | (cov == 0)
     if upper:
         degenerate |= c == 0
@@ -690,7 +704,7 @@ def _fmi_joint_entropy(pa, pf, ca, cf, c, sd_a, sd_f, upper: bool) -> np.ndarray
     mass -= indep
     mass *= mix[:, None, None]
     mass += indep
-    return _entropy_bits(mass, (1, 2))
+    return _entropy_bits(mass.reshape(n, -1), 1)
 
 
 def _fmi_pair(a: np.ndarray, f: np.ndarray) -> np.ndarray:
@@ -769,8 +783,8 @@ def en(fused, *, axis: int = 0) -> float:
     .. [1] J. W. Roberts, J. A. van Aardt, F. B. Ahmed, "Assessment of image fusion procedures using
            entropy, image quality, and multispectral classification", J. Appl. Remote Sens. 2(1), 2008.
     """
-    F, _ = _prepare(fused, None, axis, ("EN",), need_sources=False)
-    return _reduce(_en_slices(F))
+    F, X = _prepare(fused, None, axis, ("EN",), need_sources=False)
+    return _reduce(_per_slice(_SLICE_KERNELS["EN"], F, X))
 
 
 def sd(fused, *, axis: int = 0) -> float:
@@ -797,8 +811,8 @@ def sd(fused, *, axis: int = 0) -> float:
     .. [1] Y.-J. Rao, "In-fibre Bragg grating sensors", Meas. Sci. Technol. 8(4):355, 1997 (as cited for
            SD by Ma et al., Information Fusion 45, 2019).
     """
-    F, _ = _prepare(fused, None, axis, ("SD",), need_sources=False)
-    return _reduce(_sd_slices(F))
+    F, X = _prepare(fused, None, axis, ("SD",), need_sources=False)
+    return _reduce(_per_slice(_SLICE_KERNELS["SD"], F, X))
 
 
 def sf(fused, *, axis: int = 0) -> float:
@@ -826,8 +840,8 @@ def sf(fused, *, axis: int = 0) -> float:
     .. [1] A. M. Eskicioglu, P. S. Fisher, "Image quality measures and their performance", IEEE Trans.
            Commun. 43(12):2959-2965, 1995.
     """
-    F, _ = _prepare(fused, None, axis, ("SF",), need_sources=False)
-    return _reduce(_sf_slices(F))
+    F, X = _prepare(fused, None, axis, ("SF",), need_sources=False)
+    return _reduce(_per_slice(_SLICE_KERNELS["SF"], F, X))
 
 
 def ag(fused, *, axis: int = 0) -> float:
@@ -855,8 +869,8 @@ def ag(fused, *, axis: int = 0) -> float:
     .. [1] G. Cui et al., "Detail preserved fusion of visible and infrared images using regional saliency
            extraction and multi-scale image decomposition", Optics Communications 341:199-209, 2015.
     """
-    F, _ = _prepare(fused, None, axis, ("AG",), need_sources=False)
-    return _reduce(_ag_slices(F))
+    F, X = _prepare(fused, None, axis, ("AG",), need_sources=False)
+    return _reduce(_per_slice(_SLICE_KERNELS["AG"], F, X))
 
 
 def mi(fused, sources, *, axis: int = 0) -> float:
@@ -889,7 +903,7 @@ def mi(fused, sources, *, axis: int = 0) -> float:
            Letters 38(7):313-315, 2002.
     """
     F, X = _prepare(fused, sources, axis, ("MI",))
-    return _reduce(_mi_slices(F, X))
+    return _reduce(_per_slice(_mi_slices, F, X))
 
 
 def fmi(fused, sources, *, axis: int = 0, feature: str = "gradient", window: int = 3) -> float:
@@ -943,7 +957,7 @@ def fmi(fused, sources, *, axis: int = 0, feature: str = "gradient", window: int
     F, X = _prepare(fused, sources, axis, ("FMI",))
     if min(F.shape[1:]) < window:
         raise FusionInputError(f"slices of shape {F.shape[1:]} are smaller than the FMI window {window}")
-    return _reduce(_fmi_slices(F, X, feature, int(window)))
+    return _reduce(_per_slice(_fmi_slices, F, X, feature=feature, window=int(window)))
 
 
 def cc(fused, sources, *, axis: int = 0) -> float:
@@ -966,7 +980,8 @@ def cc(fused, sources, *, axis: int = 0) -> float:
 
     Notes
     -----
-    :math:`r(A, F) = \\frac{\\sum (A - \\bar A)(F - \\bar F)}{\\sqrt{\\sum (A - \\bar A)^2 \\sum (F - \\bar F)^2}}`;
+    :math:`r(A, F) = \\sum a f / \\sqrt{\\sum a^2 \\sum f^2}` with :math:`a = A - \\bar A`,
+    :math:`f = F - \\bar F`;
     for two sources :math:`CC = (r(A,F) + r(B,F)) / 2` as in the reference.
 
     References
@@ -975,7 +990,7 @@ def cc(fused, sources, *, axis: int = 0) -> float:
            Information Fusion 45:153-178, 2019.
     """
     F, X = _prepare(fused, sources, axis, ("CC",))
-    return _reduce(_cc_slices(F, X))
+    return _reduce(_per_slice(_cc_slices, F, X))
 
 
 def psnr(fused, sources, *, axis: int = 0) -> float:
@@ -1007,7 +1022,7 @@ def psnr(fused, sources, *, axis: int = 0) -> float:
            4:133-142, 2015.
     """
     F, X = _prepare(fused, sources, axis, ("PSNR",))
-    return _reduce(_psnr_slices(F, X))
+    return _reduce(_per_slice(_psnr_slices, F, X))
 
 
 def scd(fused, sources, *, axis: int = 0) -> float:
@@ -1039,7 +1054,7 @@ def scd(fused, sources, *, axis: int = 0) -> float:
            correlations of differences", AEU Int. J. Electron. Commun. 69(12):1890-1896, 2015.
     """
     F, X = _prepare(fused, sources, axis, ("SCD",))
-    return _reduce(_scd_slices(F, X))
+    return _reduce(_per_slice(_scd_slices, F, X))
 
 
 def vif(fused, sources, *, axis: int = 0) -> float:
@@ -1083,7 +1098,7 @@ def vif(fused, sources, *, axis: int = 0) -> float:
            information fidelity", Information Fusion 14(2):127-135, 2013.
     """
     F, X = _prepare(fused, sources, axis, ("VIF",))
-    return _reduce(_vif_slices(F, X))
+    return _reduce(_per_slice(_vif_slices, F, X))
 
 
 def qabf(fused, sources, *, axis: int = 0) -> float:
@@ -1124,7 +1139,7 @@ def qabf(fused, sources, *, axis: int = 0) -> float:
            36(4):308-309, 2000.
     """
     F, X = _prepare(fused, sources, axis, ("Qabf",))
-    return _reduce(_qabf_slices(F, X))
+    return _reduce(_per_slice(_qabf_slices, F, X))
 
 
 def nabf(fused, sources, *, axis: int = 0) -> float:
@@ -1167,7 +1182,7 @@ def nabf(fused, sources, *, axis: int = 0) -> float:
            pp. 1866-1871.
     """
     F, X = _prepare(fused, sources, axis, ("Nabf",))
-    return _reduce(_nabf_slices(F, X))
+    return _reduce(_per_slice(_nabf_slices, F, X))
 
 
 def ssim(fused, sources, *, axis: int = 0) -> float:
@@ -1191,7 +1206,8 @@ def ssim(fused, sources, *, axis: int = 0) -> float:
     -----
     scikit-image's ``structural_similarity`` with its defaults (7 x 7 uniform window, sample covariance,
     K1 = 0.01, K2 = 0.03) and ``data_range = 2`` as in the published protocol:
-    :math:`SSIM = \\frac{(2\\mu_x\\mu_y + C_1)(2\\sigma_{xy} + C_2)}{(\\mu_x^2+\\mu_y^2+C_1)(\\sigma_x^2+\\sigma_y^2+C_2)}`
+    :math:`SSIM = \\frac{(2\\mu_x\\mu_y + C_1)(2\\sigma_{xy} + C_2)}
+    {(\\mu_x^2+\\mu_y^2+C_1)(\\sigma_x^2+\\sigma_y^2+C_2)}`
     with :math:`C_1 = (0.01 \\cdot 2)^2`, :math:`C_2 = (0.03 \\cdot 2)^2`, averaged over the window positions.
     With 0..255 images these constants are negligible; ``data_range = 255`` gives different values.
 
@@ -1201,7 +1217,7 @@ def ssim(fused, sources, *, axis: int = 0) -> float:
            visibility to structural similarity", IEEE Trans. Image Process. 13(4):600-612, 2004.
     """
     F, X = _prepare(fused, sources, axis, ("SSIM",))
-    return _reduce(_ssim_slices(F, X))
+    return _reduce(_per_slice(_ssim_slices, F, X))
 
 
 def ms_ssim(fused, sources, *, axis: int = 0) -> float:
@@ -1237,7 +1253,7 @@ def ms_ssim(fused, sources, *, axis: int = 0) -> float:
            assessment", Proc. 37th Asilomar Conf. Signals, Systems and Computers, 2003, pp. 1398-1402.
     """
     F, X = _prepare(fused, sources, axis, ("MS-SSIM",))
-    return _reduce(_ms_ssim_slices(F, X))
+    return _reduce(_per_slice(_ms_ssim_slices, F, X))
 
 
 def qcb(fused, sources, *, axis: int = 0) -> float:
@@ -1279,7 +1295,7 @@ def qcb(fused, sources, *, axis: int = 0) -> float:
     .. [2] Z. Liu et al., IEEE TPAMI 34(1):94-109, 2012 (toolbox implementation).
     """
     F, X = _prepare(fused, sources, axis, ("Qcb",))
-    return _reduce(_qcb_slices(F, X))
+    return _reduce(_per_slice(_qcb_slices, F, X))
 
 
 def qcv(fused, sources, *, axis: int = 0) -> float:
@@ -1317,7 +1333,7 @@ def qcv(fused, sources, *, axis: int = 0) -> float:
     .. [2] Z. Liu et al., IEEE TPAMI 34(1):94-109, 2012 (toolbox implementation).
     """
     F, X = _prepare(fused, sources, axis, ("Qcv",))
-    return _reduce(_qcv_slices(F, X))
+    return _reduce(_per_slice(_qcv_slices, F, X))
 
 
 _SLICE_KERNELS: Dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
@@ -1340,7 +1356,32 @@ _SLICE_KERNELS: Dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
 }
 
 
-def evaluate_all(fused, sources, *, axis: int = 0, metrics: Optional[Iterable[str]] = None) -> Dict[str, float]:
+def metrics_for_shape(shape: Sequence[int], *, axis: int = 0) -> Tuple[str, ...]:
+    """The metrics of :data:`METRICS` whose windows fit slices of an image or volume of ``shape``.
+
+    Parameters
+    ----------
+    shape : sequence of int
+        Shape of a 2-D image or 3-D volume.
+    axis : int, optional
+        Slice axis of a volume.
+
+    Returns
+    -------
+    tuple of str
+        In the order of :data:`METRICS`; pass it as ``evaluate_all(..., metrics=...)`` to score images too
+        small for some metric (MS-SSIM needs 176 x 176 slices, VIF 41 x 41, SSIM 7 x 7).
+    """
+    shape = tuple(int(n) for n in shape)
+    if len(shape) not in (2, 3):
+        raise FusionInputError(f"shape must be that of a 2-D image or a 3-D volume; got {shape}")
+    ax = _check_axis(axis, len(shape))
+    side = min(shape) if len(shape) == 2 else min(n for k, n in enumerate(shape) if k != ax)
+    return tuple(name for name in METRICS if side >= _MIN_SIZE[name])
+
+
+def evaluate_all(fused, sources, *, axis: int = 0,
+                 metrics: Optional[Iterable[str]] = None) -> Dict[str, float]:
     """All reference-free metrics of a fused image, in the fixed order :data:`METRICS`.
 
     Parameters
@@ -1353,7 +1394,7 @@ def evaluate_all(fused, sources, *, axis: int = 0, metrics: Optional[Iterable[st
         Slice axis of a volume; each metric is computed per slice and averaged over slices.
     metrics : iterable of str, optional
         A subset of :data:`METRICS` (default: all). Slices smaller than 176 x 176 need a subset without
-        MS-SSIM (VIF needs 41 x 41, SSIM 7 x 7).
+        MS-SSIM (VIF needs 41 x 41, SSIM 7 x 7): :func:`metrics_for_shape` gives the largest one.
 
     Returns
     -------
@@ -1367,7 +1408,16 @@ def evaluate_all(fused, sources, *, axis: int = 0, metrics: Optional[Iterable[st
         On bad input, before any metric is computed.
     """
     if metrics is None:
-        names = list(METRICS)
+        # Every metric; those whose windows do not fit the slices (MS-SSIM below 176 x 176, VIF below
+        # 41 x 41, SSIM below 7 x 7) are reported as NaN rather than failing the whole evaluation.
+        shape = np.shape(fused)
+        fits = set(metrics_for_shape(shape, axis=axis)) if len(shape) in (2, 3) else set(METRICS)
+        names = [m for m in METRICS if m in fits]
+        if not names:
+            names = list(METRICS)   # let _prepare report what is wrong
+        F, X = _prepare(fused, sources, axis, names)
+        return {name: (_reduce(_per_slice(_SLICE_KERNELS[name], F, X)) if name in fits else float("nan"))
+                for name in METRICS}
     else:
         wanted = [metrics] if isinstance(metrics, str) else list(metrics)
         unknown = [m for m in wanted if m not in METRICS]
@@ -1375,4 +1425,4 @@ def evaluate_all(fused, sources, *, axis: int = 0, metrics: Optional[Iterable[st
             raise FusionInputError(f"unknown metric(s) {unknown}; allowed: {', '.join(METRICS)}")
         names = [m for m in METRICS if m in wanted]
     F, X = _prepare(fused, sources, axis, names)
-    return {name: _reduce(_SLICE_KERNELS[name](F, X)) for name in names}
+    return {name: _reduce(_per_slice(_SLICE_KERNELS[name], F, X)) for name in names}

@@ -441,7 +441,7 @@ def test_lower_is_better_metrics_point_the_right_way():
     assert sum(metrics.HIGHER_IS_BETTER.values()) == 14
 
 
-def test_volume_is_the_mean_of_its_slices_along_any_axis():
+def test_volume_is_the_mean_of_its_slices_along_any_axis(monkeypatch):
     slices = [_phantom(20 + k, 48) for k in range(3)]
     a, b, f = (np.stack([s[i] for s in slices]) for i in range(3))
     per_slice = [metrics.evaluate_all(f[k], [a[k], b[k]], metrics=SMALL) for k in range(3)]
@@ -452,6 +452,11 @@ def test_volume_is_the_mean_of_its_slices_along_any_axis():
                                  axis=-1, metrics=SMALL)
     for name in SMALL:
         assert moved[name] == pytest.approx(vol[name], rel=1e-10), name
+    # large volumes are processed in blocks of slices: same values
+    monkeypatch.setattr(metrics, "_BLOCK_PIXELS", 2 * 48 * 48)
+    blocked = metrics.evaluate_all(f, [a, b], metrics=SMALL)
+    for name in SMALL:
+        assert blocked[name] == pytest.approx(vol[name], rel=1e-12), name
 
 
 def test_ms_ssim_of_a_volume_is_the_mean_of_its_slices():
@@ -490,6 +495,16 @@ def test_evaluate_all_order_and_subset():
     assert r["FMI"] == pytest.approx(metrics.fmi(f, [a, b]))
 
 
+def test_metrics_for_shape_lists_what_fits():
+    assert metrics.metrics_for_shape((256, 256)) == metrics.METRICS
+    assert metrics.metrics_for_shape((192, 160)) == tuple(m for m in metrics.METRICS if m != "MS-SSIM")
+    assert "VIF" not in metrics.metrics_for_shape((40, 300)) and "SSIM" in metrics.metrics_for_shape((40, 300))
+    assert metrics.metrics_for_shape((5, 200, 200), axis=0) == metrics.METRICS
+    assert "MS-SSIM" not in metrics.metrics_for_shape((5, 200, 200), axis=1)
+    img = np.zeros((64, 64))
+    assert list(metrics.evaluate_all(img, [img, img], metrics=metrics.metrics_for_shape(img.shape))) == SMALL
+
+
 def test_protocol_image_and_fused():
     rgb = np.array([[[255, 0, 0], [0, 255, 0], [0, 0, 255], [100, 100, 100]]], np.uint8)
     # 76.245 -> 76, 149.685 -> 150, 29.07 -> 29, grey stays grey
@@ -526,7 +541,10 @@ def test_bad_input_is_rejected(fused, sources, match):
 def test_errors_are_value_errors_with_useful_messages():
     img = np.zeros((64, 64))
     with pytest.raises(ValueError, match="MS-SSIM >= 176"):
-        metrics.evaluate_all(img, [img, img])
+        metrics.evaluate_all(img, [img, img], metrics=["EN", "MS-SSIM"])
+    # Asked for everything, a metric that does not fit the size is NaN instead of an error.
+    scores = metrics.evaluate_all(img + 1, [img, img + 2])
+    assert np.isnan(scores["MS-SSIM"]) and np.isfinite(scores["EN"]) and list(scores) == list(metrics.METRICS)
     with pytest.raises(FusionInputError, match="VIF >= 41"):
         metrics.vif(img[:40, :40], [img[:40, :40]] * 2)
     with pytest.raises(FusionInputError, match="unknown metric"):

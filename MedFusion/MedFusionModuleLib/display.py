@@ -1,0 +1,217 @@
+"""Result display with MRML only: colour nodes, slice composite nodes, table nodes.
+
+Everything here works on the scene the nodes belong to, through MRML classes, so it is the same in the
+Slicer application (``slicer.mrmlScene``), in batch mode and in a ``slicer-core`` scene under pytest.
+Only fitting the slice views to the new volume needs the application; ``MedFusion.py`` does that.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
+
+import vtk
+
+# Slicer's built-in grey table (created by the colour logic in every application scene).
+BUILTIN_GREY_ID = "vtkMRMLColorTableNodeGrey"
+# Attribute marking the colour tables this module adds, with the colour map's name as value.
+COLOUR_MAP_ATTRIBUTE = "MedFusion.ColourMap"
+# Attribute of the metrics table saying how the metrics were computed.
+METRICS_CONVENTION_ATTRIBUTE = "MedFusion.MetricsConvention"
+
+
+def _nodesByClass(scene, className: str) -> List:
+    collection = scene.GetNodesByClass(className)
+    nodes = [collection.GetItemAsObject(i) for i in range(collection.GetNumberOfItems())]
+    return nodes
+
+
+def colourNodeID(scene, colourMap: str) -> str:
+    """The ID of a colour table node showing ``colourMap`` as the fusion draws it.
+
+    ``'grey'`` is Slicer's built-in Grey table when the scene has it. Every other map (and grey in a
+    scene without the built-in tables) is a ``vtkMRMLColorTableNode`` holding exactly the library's
+    256-entry look-up table (:func:`MedFusionLib.colour.colormap_lut`), named ``MedFusion <map>`` and
+    created once per scene: an overlay then has the very colours of the colour-fused output, which
+    Slicer's own heat/PET tables only approximate.
+
+    Raises ``MedFusionLib.FusionInputError`` for an unknown colour map name.
+    """
+    from MedFusionLib import colour
+
+    lut = colour.colormap_lut(colourMap)          # validates the name (aliases included)
+    canonical = {"gray": "grey", "heat": "hot"}.get(colourMap, colourMap)
+    if canonical == "grey" and scene.GetNodeByID(BUILTIN_GREY_ID) is not None:
+        return BUILTIN_GREY_ID
+    for node in _nodesByClass(scene, "vtkMRMLColorTableNode"):
+        if node.GetAttribute(COLOUR_MAP_ATTRIBUTE) == canonical:
+            return node.GetID()
+    node = scene.CreateNodeByClass("vtkMRMLColorTableNode")
+    node.UnRegister(None)   # CreateNodeByClass hands over a reference
+    node.SetName(scene.GetUniqueNameByString(f"MedFusion {canonical}"))
+    node.SetTypeToUser()
+    node.SetNumberOfColors(len(lut))
+    for index, (r, g, b) in enumerate(lut):
+        node.SetColor(index, f"{canonical} {index}", r / 255.0, g / 255.0, b / 255.0, 1.0)
+    node.SetAttribute(COLOUR_MAP_ATTRIBUTE, canonical)
+    node.SetDescription(f"MedFusion colour map '{canonical}' (MedFusionLib.colour.colormap_lut)")
+    node = scene.AddNode(node)
+    return node.GetID()
+
+
+def colourTableRGB(scene, nodeID: str):
+    """The RGB entries (0..255 ints) of a colour table node, for checks: a list of (r, g, b)."""
+    node = scene.GetNodeByID(nodeID)
+    table = node.GetLookupTable()
+    rgb = []
+    for index in range(table.GetNumberOfTableValues()):
+        r, g, b, _ = table.GetTableValue(index)
+        rgb.append((int(round(r * 255)), int(round(g * 255)), int(round(b * 255))))
+    return rgb
+
+
+def showInSliceViews(background, foreground=None, foregroundOpacity: float = 0.5) -> int:
+    """Show ``background`` (the fused volume) in every slice view, optionally ``foreground`` over it.
+
+    Works on the scene's ``vtkMRMLSliceCompositeNode`` nodes (one per slice view in the application;
+    none in a bare scene). Without ``foreground`` the foreground layer is cleared, so an earlier
+    overlay does not hide the new result. Returns the number of slice views changed.
+    """
+    scene = background.GetScene()
+    opacity = min(max(float(foregroundOpacity), 0.0), 1.0)
+    changed = 0
+    for composite in _nodesByClass(scene, "vtkMRMLSliceCompositeNode"):
+        was = composite.StartModify()
+        try:
+            composite.SetBackgroundVolumeID(background.GetID())
+            composite.SetForegroundVolumeID(foreground.GetID() if foreground is not None else None)
+            if foreground is not None:
+                composite.SetForegroundOpacity(opacity)
+        finally:
+            composite.EndModify(was)
+        changed += 1
+    return changed
+
+
+def setVolumeColourMap(volume, colourMap: str) -> str:
+    """Show a scalar volume through ``colourMap`` (see :func:`colourNodeID`); returns the colour node ID.
+
+    Only the volume's display node changes (its colour table), never its voxels. A volume without a
+    display node gets the default one first."""
+    if volume.GetDisplayNode() is None:
+        volume.CreateDefaultDisplayNodes()
+    nodeID = colourNodeID(volume.GetScene(), colourMap)
+    display = volume.GetDisplayNode()
+    if display is not None and hasattr(display, "SetAndObserveColorNodeID"):
+        display.SetAndObserveColorNodeID(nodeID)
+    return nodeID
+
+
+def isRGBVolume(volume) -> bool:
+    return volume is not None and volume.IsA("vtkMRMLVectorVolumeNode")
+
+
+def setupResultDisplay(output, functional=None, colourMap: Optional[str] = None, showOverlay: bool = False,
+                       overlayOpacity: float = 0.5) -> Dict[str, Any]:
+    """Display a fusion result: the output as background in the slice views, grey output in grey, and,
+    when asked, the functional input as a foreground overlay through its colour map.
+
+    Parameters
+    ----------
+    output : vtkMRMLScalarVolumeNode or vtkMRMLVectorVolumeNode
+        The fused volume (a vector volume for colour output; it keeps its RGB colours).
+    functional : vtkMRMLVolumeNode, optional
+        The functional input; shown over the output when ``showOverlay``.
+    colourMap : str, optional
+        Colour map for the overlay of a scalar functional input (default ``'pet'``); RGB inputs keep
+        their own colours.
+    showOverlay, overlayOpacity
+        Whether to overlay the functional input, and with which opacity (0..1).
+
+    Returns
+    -------
+    dict
+        ``sliceViews`` (number of slice views changed), ``outputColourNodeID``, ``overlayColourNodeID``.
+    """
+    info: Dict[str, Any] = {"outputColourNodeID": None, "overlayColourNodeID": None}
+    if output.GetDisplayNode() is None:
+        output.CreateDefaultDisplayNodes()
+    if not isRGBVolume(output):
+        info["outputColourNodeID"] = setVolumeColourMap(output, "grey")
+    overlay = functional if (showOverlay and functional is not None) else None
+    if overlay is not None and not isRGBVolume(overlay):
+        info["overlayColourNodeID"] = setVolumeColourMap(overlay, colourMap or "pet")
+    info["sliceViews"] = showInSliceViews(output, overlay, overlayOpacity)
+    return info
+
+
+# --- tables --------------------------------------------------------------------------------------------
+TEXT_COLUMNS = ("Method", "Inputs", "Parameters")
+NOTE_COLUMN = "Note"
+SECONDS_COLUMN = "Seconds"
+
+
+def tableColumns(metricNames: Sequence[str]) -> List[str]:
+    """Column order of a metrics table: method, inputs, parameters, seconds, each metric, note."""
+    return list(TEXT_COLUMNS) + [SECONDS_COLUMN] + list(metricNames) + [NOTE_COLUMN]
+
+
+def fillMetricsTable(table, rows: Iterable[Mapping[str, Any]], metricNames: Sequence[str],
+                     higherIsBetter: Optional[Mapping[str, bool]] = None, convention: str = "") -> None:
+    """Replace the content of a ``vtkMRMLTableNode`` with one row per fusion result.
+
+    Parameters
+    ----------
+    table : vtkMRMLTableNode
+    rows : iterable of mapping
+        Each with ``Method``, ``Inputs``, ``Parameters`` (text), ``Seconds`` (float) and one float per
+        metric name (missing or None: NaN), optionally ``Note`` (text, e.g. why a row has no metrics).
+    metricNames : sequence of str
+        Metric columns, in order (``MedFusionLib.metrics.METRICS`` or the subset computed).
+    higherIsBetter : mapping, optional
+        Per metric, whether larger is better; written as the column description.
+    convention : str
+        How the metrics were computed; stored as the table's description and as an attribute.
+    """
+    rows = list(rows)
+    columns = tableColumns(metricNames)
+    was = table.StartModify()
+    try:
+        table.RemoveAllColumns()
+        for name in columns:
+            if name in TEXT_COLUMNS or name == NOTE_COLUMN:
+                array = vtk.vtkStringArray()
+                for row in rows:
+                    value = row.get(name)
+                    array.InsertNextValue("" if value is None else str(value))
+            else:
+                array = vtk.vtkDoubleArray()
+                for row in rows:
+                    value = row.get(name)
+                    array.InsertNextValue(math.nan if value is None else float(value))
+            array.SetName(name)
+            table.AddColumn(array)
+        table.SetColumnDescription(SECONDS_COLUMN, "Wall-clock time of the fusion (resampling included)")
+        table.SetColumnUnitLabel(SECONDS_COLUMN, "s")
+        for name in metricNames:
+            if higherIsBetter is not None and name in higherIsBetter:
+                table.SetColumnDescription(name, "higher is better" if higherIsBetter[name] else "lower is better")
+        if convention:
+            table.SetDescription(convention)
+            table.SetAttribute(METRICS_CONVENTION_ATTRIBUTE, convention)
+    finally:
+        table.EndModify(was)
+
+
+def readTable(table) -> List[Dict[str, Any]]:
+    """The rows of a table node as dicts (column name to value), for scripts and tests."""
+    vtkTable = table.GetTable()
+    names = [vtkTable.GetColumnName(c) for c in range(vtkTable.GetNumberOfColumns())]
+    rows = []
+    for r in range(vtkTable.GetNumberOfRows()):
+        row = {}
+        for c, name in enumerate(names):
+            column = vtkTable.GetColumn(c)
+            row[name] = column.GetValue(r)
+        rows.append(row)
+    return rows
