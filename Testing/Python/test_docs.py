@@ -1,0 +1,34 @@
+"""The README's generated method table matches the registry; the README's commands match .ci/run."""
+
+import importlib.util
+import os
+import re
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _update_docs():
+    spec = importlib.util.spec_from_file_location("update_docs", os.path.join(ROOT, "Testing", "update_docs.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _readme():
+    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as fh:
+        return fh.read()
+
+
+def test_readme_method_table_is_generated_from_the_registry():
+    docs = _update_docs()
+    assert docs.block(_readme(), "methods") == docs.methods_table(), \
+        "README method table is stale: run `python Testing/update_docs.py`"
+
+
+def test_ci_runs_the_readme_test_command():
+    commands = re.findall(r"```bash\n(python3 -m venv .*?)\n```", _readme())
+    assert len(commands) == 2, "the README must show the main-job command and the test command"
+    with open(os.path.join(ROOT, ".ci", "run"), encoding="utf-8") as fh:
+        ci = fh.read()
+    assert commands[1] in ci.splitlines()
+    assert "medfusion demo" in commands[0]
