@@ -84,7 +84,10 @@ def fuse_protocol(reference: np.ndarray, other: np.ndarray, method: str, **param
     from .metrics import protocol_fused
 
     fused = fuse([reference, other], method=method, input_ranges=(0, 255), output_range=(0, 255), **params)
-    return protocol_fused(fused)
+    # The pipeline computes in float32, so an exact half (the average of two integers) may come back as
+    # 100.49998 or 100.50002; snapping to 1/1000 first lets protocol_fused round it half-to-even exactly
+    # as the float64 reference computation does (it moves EN of average fusion by 1 %, see docs/evaluation.md).
+    return protocol_fused(np.round(fused.astype(np.float64), 3))
 
 
 @dataclass
@@ -103,8 +106,16 @@ class EvaluationResult:
         out = []
         for (set_name, method), rows in groups.items():
             mean = {"set": set_name, "method": method, "pairs": len(rows)}
+            undefined = []
             for key in self.metric_names + ["seconds"]:
-                mean[key] = float(np.mean([r[key] for r in rows]))
+                values = np.array([r[key] for r in rows], dtype=np.float64)
+                defined = np.isfinite(values)
+                # A metric can be undefined for a pair (e.g. SCD when the result equals one source: a
+                # correlation with a constant); the mean is over the pairs where it is defined.
+                mean[key] = float(values[defined].mean()) if defined.any() else float("nan")
+                if not defined.all():
+                    undefined.append(f"{key}:{int((~defined).sum())}")
+            mean["undefined"] = " ".join(undefined)
             out.append(mean)
         return out
 
@@ -112,9 +123,18 @@ class EvaluationResult:
         """The per-set means as a Markdown table."""
         head = ["set", "method", "pairs"] + self.metric_names + ["s/pair"]
         lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        notes = []
         for m in self.means():
-            values = [f"{m[k]:.{digits}f}" for k in self.metric_names] + [f"{m['seconds']:.4f}"]
+            flagged = {item.split(":")[0] for item in m["undefined"].split()}
+            values = [f"{m[k]:.{digits}f}" + ("*" if k in flagged else "") for k in self.metric_names]
+            values.append(f"{m['seconds']:.4f}")
             lines.append("| " + " | ".join([m["set"], f"`{m['method']}`", str(m["pairs"])] + values) + " |")
+            if m["undefined"]:
+                notes.append(f"{m['set']} `{m['method']}`: {m['undefined']}")
+        if notes:
+            lines.append("")
+            lines.append("\\* mean over the pairs where the metric is defined; undefined for (metric:pairs) "
+                         + "; ".join(notes))
         return "\n".join(lines)
 
     def write(self, out_dir: str) -> None:
@@ -123,7 +143,7 @@ class EvaluationResult:
         keys = ["set", "pair", "method"] + self.metric_names + ["seconds"]
         _write_csv(per_pair, keys, self.rows)
         means = os.path.join(out_dir, "results.csv")
-        _write_csv(means, ["set", "method", "pairs"] + self.metric_names + ["seconds"], self.means())
+        _write_csv(means, ["set", "method", "pairs"] + self.metric_names + ["seconds", "undefined"], self.means())
         md = os.path.join(out_dir, "results.md")
         _atomic_text(md, self.markdown() + "\n")
         self.written += [per_pair, means, md]

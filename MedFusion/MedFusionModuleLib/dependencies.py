@@ -229,7 +229,9 @@ def ensureInstalled(interactive: bool = True, requester: str = "MedFusion") -> L
         raise DependenciesDeclined("installation of MedFusion's Python dependencies was declined")
     for step in steps:
         if step["kind"] == "pytorchutils":
-            torch = torchUtils.installTorch(askConfirmation=False)
+            # Consent was given above; the version bound of TORCH_REQUIREMENT goes to PyTorch Utils.
+            torch = _callWithSupported(torchUtils.installTorch, askConfirmation=False,
+                                       torchVersionRequirement=str(step["requirement"])[len("torch"):])
             if torch is None:
                 raise RuntimeError("PyTorch was not installed (PyTorch Utils reported no installation)")
         elif step["kind"] == "torch-cpu":

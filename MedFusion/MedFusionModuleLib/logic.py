@@ -150,15 +150,9 @@ class MedFusionLogicBase:
         return bool(colourMap) or any(_isRGB(n) for n in inputVolumes)
 
     # --- checks ----------------------------------------------------------------------------------------
-    def checkInputs(self, referenceVolume, otherVolumes: Sequence, method: Optional[str],
-                    parameters: Optional[Mapping[str, Any]] = None, outputVolume=None, *, mode: str = "auto",
-                    sliceAxis="K", colourMap: Optional[str] = None, colourSpace: str = "ycbcr") -> Optional[str]:
-        """Why these inputs cannot be fused, or None when they can.
-
-        Runs the library's own validation (``MedFusionLib.pipeline.plan``) on stand-in arrays of the
-        reference's shape, so the answer is the one the fusion would give, without any work. The panel
-        shows the reason as the Apply button's tooltip.
-        """
+    @staticmethod
+    def checkVolumes(referenceVolume, otherVolumes: Sequence) -> Optional[str]:
+        """Why these volumes cannot be fused by any method, or None (the method-independent checks)."""
         if referenceVolume is None:
             return "Select the anatomical reference volume."
         others = [n for n in (otherVolumes or []) if n is not None]
@@ -170,13 +164,32 @@ class MedFusionLogicBase:
             duplicates = sorted({n.GetName() for n in inputs if ids.count(n.GetID()) > 1})
             return f"Each volume can be used once; selected more than once: {', '.join(duplicates)}."
         lib = library()
-        from MedFusionLib import bridge, pipeline
+        from MedFusionLib import bridge
 
         for node in inputs:
             try:
                 bridge.array_from_node(node)
             except lib.FusionInputError as error:
                 return str(error)
+        return None
+
+    def checkInputs(self, referenceVolume, otherVolumes: Sequence, method: Optional[str],
+                    parameters: Optional[Mapping[str, Any]] = None, outputVolume=None, *, mode: str = "auto",
+                    sliceAxis="K", colourMap: Optional[str] = None, colourSpace: str = "ycbcr") -> Optional[str]:
+        """Why these inputs cannot be fused, or None when they can.
+
+        Runs the library's own validation (``MedFusionLib.pipeline.plan``) on stand-in arrays of the
+        reference's shape, so the answer is the one the fusion would give, without any work. The panel
+        shows the reason as the Apply button's tooltip.
+        """
+        reason = self.checkVolumes(referenceVolume, otherVolumes)
+        if reason is not None:
+            return reason
+        inputs = [referenceVolume] + [n for n in otherVolumes if n is not None]
+        ids = [n.GetID() for n in inputs]
+        lib = library()
+        from MedFusionLib import pipeline
+
         if not method:
             return "Select a fusion method."
         if outputVolume is not None and outputVolume.GetID() in ids:
@@ -209,7 +222,8 @@ class MedFusionLogicBase:
                 parameters: Optional[Mapping[str, Any]] = None, *, mode: str = "auto", sliceAxis="K",
                 colourMap: Optional[str] = None, colourSpace: str = "ycbcr", device: str = "auto",
                 outputVolume=None, outputName: Optional[str] = None, showResult: bool = True,
-                showOverlay: bool = False, overlayOpacity: float = 0.5, computeMetrics: bool = False,
+                showOverlay: bool = False, overlayOpacity: float = 0.5, overlayColourMap: Optional[str] = None,
+                computeMetrics: bool = False,
                 metricsTable=None, progress: Optional[Callable[[float, str], None]] = None,
                 cancel=None) -> FusionResult:
         """Fuse ``referenceVolume`` with ``otherVolumes`` into a volume on the reference's grid (blocking).
@@ -236,8 +250,9 @@ class MedFusionLogicBase:
             the right kind with its name, after the fusion succeeded.
         outputName : str, optional
             Name of a new output node (default: ``"<reference> fused (<method>)"``).
-        showResult, showOverlay, overlayOpacity
-            Show the output as background in the slice views, optionally the functional input over it.
+        showResult, showOverlay, overlayOpacity, overlayColourMap
+            Show the output as background in the slice views, optionally the functional input over it
+            through ``overlayColourMap`` (default: ``colourMap``, else ``'pet'``).
         computeMetrics : bool
             Score the result with ``MedFusionLib.metrics`` and write a row to ``metricsTable`` (created
             when None).
@@ -278,8 +293,9 @@ class MedFusionLogicBase:
             self.writeMetricsTable(table, [result], sliceAxis=self._metricsAxis(mode, sliceAxis))
             result.metricsTable = table
         if showResult:
-            self.showResult(result.outputVolume, others[-1] if others else None, colourMap=colourMap,
-                            showOverlay=showOverlay, overlayOpacity=overlayOpacity)
+            self.showResult(result.outputVolume, others[-1] if others else None,
+                            colourMap=overlayColourMap or colourMap, showOverlay=showOverlay,
+                            overlayOpacity=overlayOpacity)
         reporter.report(1.0, "done")
         return result
 
@@ -307,8 +323,8 @@ class MedFusionLogicBase:
                                         **self.fuseOptions(inputs, mode, sliceAxis, colourMap, colourSpace),
                                         **params)
         seconds = time.perf_counter() - start
-        if replaced is not None and replaced.GetScene() is not None:
-            replaced.GetScene().RemoveNode(replaced)
+        if replaced is not None:
+            self._discardNewOutput(replaced, None)
         shown = {k: v for k, v in params.items() if k != DEVICE_PARAMETER}
         resolved = spec.resolve_params({k: v for k, v in shown.items()})
         resolved = {k: (list(v) if isinstance(v, tuple) else v) for k, v in resolved.items() if k != DEVICE_PARAMETER}
@@ -317,9 +333,16 @@ class MedFusionLogicBase:
 
     @staticmethod
     def _discardNewOutput(node, requested) -> None:
-        """Remove an output node this call created (on cancel or error after the fusion)."""
-        if node is not None and node is not requested and node.GetScene() is not None:
-            node.GetScene().RemoveNode(node)
+        """Remove an output node this call created, with its display and storage nodes."""
+        if node is None or node is requested or node.GetScene() is None:
+            return
+        scene = node.GetScene()
+        helpers = [node.GetNthDisplayNode(i) for i in range(node.GetNumberOfDisplayNodes())]
+        helpers += [node.GetNthStorageNode(i) for i in range(node.GetNumberOfStorageNodes())]
+        scene.RemoveNode(node)
+        for helper in helpers:
+            if helper is not None and helper.GetScene() is scene:
+                scene.RemoveNode(helper)
 
     @staticmethod
     def _metricsAxis(mode: str, sliceAxis) -> int:
@@ -421,25 +444,13 @@ class MedFusionLogicBase:
     @staticmethod
     def _usableMetrics(fused8: np.ndarray, sources8: List[np.ndarray],
                        names: Sequence[str]) -> Tuple[List[str], List[Tuple[str, str]]]:
-        """Metrics that can be computed on slices of this size, and (name, reason) for the others."""
-        lib = library()
+        """Metrics whose windows fit 2-D slices of this size, and (name, reason) for the others."""
         from MedFusionLib import metrics
 
-        try:
-            metrics.evaluate_all(fused8, sources8, metrics=list(names))
-            return list(names), []
-        except lib.FusionInputError:
-            pass
-        usable, skipped = [], []
-        for name in names:
-            try:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", RuntimeWarning)
-                    metrics.evaluate_all(fused8, sources8, metrics=[name])
-                usable.append(name)
-            except lib.FusionInputError:
-                skipped.append((name, f"slices of {fused8.shape[0]} x {fused8.shape[1]} are too small"))
-        return usable, skipped
+        fits = set(metrics.metrics_for_shape(fused8.shape))
+        usable = [name for name in names if name in fits]
+        reason = f"slices of {fused8.shape[0]} x {fused8.shape[1]} are too small"
+        return usable, [(name, reason) for name in names if name not in fits]
 
     # --- tables ----------------------------------------------------------------------------------------
     @staticmethod

@@ -10,36 +10,17 @@ from __future__ import annotations
 from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
-import vtk
-from vtk.util import numpy_support
 
 
 def volumeFromArray(scene, array: np.ndarray, name: str, spacing: Sequence[float] = (1.0, 1.0, 1.0),
                     origin: Sequence[float] = (0.0, 0.0, 0.0)):
-    """A new volume node in ``scene`` holding a copy of ``array``.
+    """A new volume node named like ``name`` (made unique in ``scene``) holding a copy of ``array``.
 
-    ``array`` is in the axis order of ``slicer.util.arrayFromVolume``: ``(K, J, I)`` for a scalar volume,
-    ``(K, J, I, 3)`` uint8 for an RGB vector volume. ``spacing`` and ``origin`` are (I, J, K) in mm; the
-    voxel axes point along R, A, S. The node gets its default display node.
-    """
-    array = np.ascontiguousarray(array)
-    rgb = array.ndim == 4
-    if rgb and (array.shape[-1] != 3 or array.dtype != np.uint8):
-        raise ValueError(f"an RGB volume needs a (K, J, I, 3) uint8 array; got {array.shape} {array.dtype}")
-    if array.ndim not in (3, 4):
-        raise ValueError(f"array must be (K, J, I) or (K, J, I, 3); got shape {array.shape}")
-    image = vtk.vtkImageData()
-    k, j, i = array.shape[:3]
-    image.SetDimensions(i, j, k)
-    image.AllocateScalars(numpy_support.get_vtk_array_type(array.dtype), 3 if rgb else 1)
-    numpy_support.vtk_to_numpy(image.GetPointData().GetScalars()).reshape(array.shape)[...] = array
-    node = scene.AddNewNodeByClass("vtkMRMLVectorVolumeNode" if rgb else "vtkMRMLScalarVolumeNode",
-                                   scene.GetUniqueNameByString(name))
-    node.SetSpacing(*[float(s) for s in spacing])
-    node.SetOrigin(*[float(o) for o in origin])
-    node.SetAndObserveImageData(image)
-    node.CreateDefaultDisplayNodes()
-    return node
+    ``(K, J, I)`` gives a scalar volume, ``(K, J, I, 3)`` uint8 an RGB vector volume; ``spacing`` and
+    ``origin`` are (I, J, K) in mm (``MedFusionLib.bridge.node_from_array``)."""
+    from MedFusionLib import bridge
+
+    return bridge.node_from_array(scene, array, scene.GetUniqueNameByString(name), spacing=spacing, origin=origin)
 
 
 def phantomArrays(shape: Tuple[int, int, int] = (24, 64, 64), seed: int = 0) -> Dict[str, np.ndarray]:

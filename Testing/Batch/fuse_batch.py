@@ -1,0 +1,214 @@
+"""Fuse volume files without the GUI: in Slicer's batch mode or in plain Python with ``slicer-core``.
+
+In 3D Slicer (the MedFusion extension installed, or its source added as a module path)::
+
+    Slicer --no-main-window --python-script Testing/Batch/fuse_batch.py \\
+        MRI.nrrd PET.nrrd --output fused.nrrd --method laplacian --param levels=4 --colormap pet \\
+        --metrics metrics.csv
+
+Outside Slicer, with ``pip install -e '.[slicer]'``::
+
+    python Testing/Batch/fuse_batch.py MRI.nrrd CT.nii.gz PET.nrrd -o fused.nrrd --method dwt
+
+The first input is the anatomical reference (the output gets its grid); the others are resampled onto it,
+and the last is the functional input (the one ``--colormap`` colours). ``--self-test`` makes its own
+phantom volumes in a temporary folder, fuses them grey and in colour, checks the results and exits.
+
+Exit status: 0 success, 1 fusion or check failure (the message says why), 2 bad command line,
+3 Python dependencies missing (add ``--install-dependencies`` to install them, Slicer only),
+130 cancelled (Ctrl-C). Nothing is written on failure.
+"""
+
+import argparse
+import os
+import sys
+import tempfile
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_DEPENDENCIES, EXIT_CANCELLED = 0, 1, 2, 3, 130
+
+
+def _scriptPath() -> str:
+    # Slicer's --python-script sets sys.argv[0] to the script; __file__ is set by plain Python.
+    return globals().get("__file__") or (sys.argv[0] if sys.argv else "")
+
+
+def _makeImportable() -> None:
+    """Find MedFusionModuleLib and MedFusionLib: installed (already importable) or in this checkout."""
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(_scriptPath()))))
+    for path in (os.path.join(root, "MedFusion"), root):
+        if os.path.isdir(path) and path not in sys.path:
+            try:
+                __import__("MedFusionModuleLib" if path.endswith("MedFusion") else "MedFusionLib")
+            except ImportError:
+                sys.path.append(path)
+
+
+def _inSlicerApp() -> bool:
+    try:
+        import slicer
+
+        return getattr(slicer, "app", None) is not None
+    except ImportError:
+        return False
+
+
+def buildParser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fuse_batch.py", description="Fuse two or more co-registered volume files with MedFusion.")
+    parser.add_argument("inputs", nargs="*", help="input volumes; the first is the anatomical reference, the last "
+                                                  "the functional input")
+    parser.add_argument("-o", "--output", help="output volume file (.nrrd, .nii.gz, .mha, ...)")
+    parser.add_argument("-m", "--method", default="laplacian", help="fusion method (default: laplacian)")
+    parser.add_argument("-p", "--param", action="append", default=[], metavar="NAME=VALUE",
+                        help="method parameter, repeatable (e.g. --param levels=4)")
+    parser.add_argument("--mode", default="auto", choices=("auto", "slices", "3d"))
+    parser.add_argument("--axis", default="K", help="slice axis K, J or I (or 0, 1, 2); default K")
+    parser.add_argument("--colormap", default=None, help="colour output: colour map of the functional input "
+                                                         "(pet, hot, rainbow, grey)")
+    parser.add_argument("--colour-space", default="ycbcr", choices=("ycbcr", "ihs"))
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "gpu"),
+                        help="where learned methods run")
+    parser.add_argument("--metrics", default=None, metavar="CSV", help="also write the quality metrics to this CSV")
+    parser.add_argument("--install-dependencies", action="store_true",
+                        help="install missing Python packages (Slicer only; this flag is the consent)")
+    parser.add_argument("--self-test", action="store_true", help="fuse built-in phantom volumes and check the results")
+    return parser
+
+
+def _params(items):
+    params = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise ValueError(f"--param takes NAME=VALUE (e.g. --param levels=4); got {item!r}")
+        params[name.strip()] = value.strip()
+    return params
+
+
+def _writeCsv(table, path: str) -> None:
+    """The metrics table as CSV, written atomically."""
+    import csv
+
+    from MedFusionModuleLib import display
+
+    rows = display.readTable(table)
+    if not rows:
+        return
+    temporary = path + ".tmp"
+    with open(temporary, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(temporary, path)
+
+
+def fuseFiles(args, scene) -> str:
+    """Load, fuse, save; returns a one-line summary. Raises MedFusionLib errors."""
+    import MedFusionLib
+    from MedFusionLib import bridge
+    from MedFusionModuleLib.controls import parametersForMethod
+    from MedFusionModuleLib.logic import MedFusionLogicBase
+
+    logic = MedFusionLogicBase()
+    params = _params(args.param)
+    spec = logic.methodSpec(args.method)
+    nodes = [bridge.load_volume(path, scene) for path in args.inputs]
+    resolved, problems = parametersForMethod(spec, {spec.name: params})
+    if problems:
+        raise MedFusionLib.FusionInputError("; ".join(problems))
+    result = logic.process(nodes[0], nodes[1:], spec.name, resolved, mode=args.mode, sliceAxis=args.axis,
+                           colourMap=args.colormap, colourSpace=args.colour_space, device=args.device,
+                           showResult=False, computeMetrics=bool(args.metrics))
+    bridge.save_volume(result.outputVolume, args.output)
+    if args.metrics:
+        _writeCsv(result.metricsTable, args.metrics)
+    return f"{spec.name}: fused {len(nodes)} volumes in {result.seconds:.2f} s -> {args.output}"
+
+
+def selfTest(scene) -> str:
+    """Write phantom volumes, fuse them from the files (grey, colour, three inputs), check the results."""
+    from MedFusionLib import bridge
+    from MedFusionModuleLib import checks, sampledata
+
+    with tempfile.TemporaryDirectory(prefix="medfusion-batch-") as folder:
+        paths = {}
+        for name, node in sampledata.phantomVolumes(scene, (24, 64, 64)).items():
+            paths[name] = os.path.join(folder, f"{name}.nrrd")
+            bridge.save_volume(node, paths[name])
+        jobs = [(["MRI", "PET"], "laplacian", None), (["MRI", "PET"], "dwt", "pet"),
+                (["MRI", "CT", "PET"], "average", "hot")]
+        failures = []
+        for names, method, colormap in jobs:
+            output = os.path.join(folder, f"{method}.nrrd")
+            args = buildParser().parse_args([paths[n] for n in names] + ["-o", output, "-m", method]
+                                            + (["--colormap", colormap] if colormap else []))
+            fuseFiles(args, scene)
+            fused = bridge.load_volume(output, scene)
+            inputs = [bridge.load_volume(paths[n], scene) for n in names]
+            problems = checks.fusionProblems(fused, inputs, colormap)
+            if problems:
+                failures.append(f"{method} {names} {colormap or 'grey'}: {'; '.join(problems)}")
+        if failures:
+            raise RuntimeError("self-test failed: " + " | ".join(failures))
+    return f"self-test passed ({len(jobs)} fusions checked)"
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "--":
+        argv = argv[1:]
+    parser = buildParser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as stop:   # argparse exits 2 on bad usage, 0 for --help
+        return EXIT_USAGE if stop.code else EXIT_OK
+    if not args.self_test and (len(args.inputs) < 2 or not args.output):
+        parser.print_usage(sys.stderr)
+        print("fuse_batch.py: error: give two or more input volumes and --output (or --self-test)", file=sys.stderr)
+        return EXIT_USAGE
+
+    _makeImportable()
+    from MedFusionModuleLib import dependencies
+
+    dependencies.ensureLibraryImportable()
+    missing = dependencies.missingRequirements()
+    if missing:
+        if args.install_dependencies and _inSlicerApp():
+            try:
+                dependencies.ensureInstalled(interactive=False)
+            except Exception as error:
+                print(f"fuse_batch.py: installing dependencies failed: {error}", file=sys.stderr)
+                return EXIT_DEPENDENCIES
+        else:
+            print("fuse_batch.py: missing Python packages: " + ", ".join(missing) + ". In Slicer, add "
+                  "--install-dependencies to install them; outside Slicer: pip install -e '.[slicer]'",
+                  file=sys.stderr)
+            return EXIT_DEPENDENCIES
+
+    import MedFusionLib
+    from MedFusionLib import bridge
+
+    scene = bridge.new_scene()   # a private scene: the batch run never touches an application scene
+    try:
+        message = selfTest(scene) if args.self_test else fuseFiles(args, scene)
+    except KeyboardInterrupt:
+        print("fuse_batch.py: cancelled; nothing was written", file=sys.stderr)
+        return EXIT_CANCELLED
+    except (MedFusionLib.FusionError, ValueError, RuntimeError) as error:
+        print(f"fuse_batch.py: error: {error}", file=sys.stderr)
+        return EXIT_FAILED
+    print(message)
+    return EXIT_OK
+
+
+def _exit(status: int) -> None:
+    if _inSlicerApp():
+        import slicer
+
+        slicer.util.exit(status)   # ends Slicer's event loop with this status
+    else:
+        sys.exit(status)
+
+
+if __name__ == "__main__":
+    _exit(main())
