@@ -227,7 +227,7 @@ def _cmd_evaluate(args) -> int:
 
     chosen = args.methods or [s.name for s in list_methods()]
     result = evaluate_folder(args.folder, chosen, out_dir=args.out, sets=args.sets, limit=args.limit,
-                             show_progress=not args.quiet)
+                             split=args.split, show_progress=not args.quiet)
     print(result.markdown())
     if args.out:
         print(f"\nwrote {', '.join(result.written)}")
@@ -284,6 +284,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--methods", nargs="+", metavar="M", help="methods to evaluate (default: all)")
     p.add_argument("--sets", nargs="+", metavar="SET", help="only these set folders")
     p.add_argument("--limit", type=int, help="at most this many pairs per set")
+    p.add_argument("--split", choices=("all", "train", "held-out"), default="all",
+                   help="all pairs, or only the training / held-back pairs (every 4th pair of each set is "
+                        "held back from training)")
     p.add_argument("--out", help="write results.csv, results.md and montage PNGs here")
     p.add_argument("-q", "--quiet", action="store_true")
     p.set_defaults(func=_cmd_evaluate)

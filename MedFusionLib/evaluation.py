@@ -79,6 +79,23 @@ def find_pairs(root: str, sets: Optional[Sequence[str]] = None) -> List[PairSet]
     return found
 
 
+#: Held-back pairs: in every set, sorted by name, every fourth pair (index 3, 7, 11, ...) is kept out of
+#: training and used to evaluate learned methods; the rest may be used for training.
+HOLDOUT_EVERY = 4
+SPLITS = ("all", "train", "held-out")
+
+
+def split_pairs(pair_set: "PairSet", split: str = "all") -> List[Tuple[str, str, str]]:
+    """The pairs of ``pair_set`` in ``split``: ``'all'``, ``'train'`` or ``'held-out'`` (every
+    :data:`HOLDOUT_EVERY`-th pair in name order, starting with the fourth)."""
+    if split not in SPLITS:
+        raise FusionInputError(f"split must be one of {', '.join(SPLITS)}; got {split!r}")
+    if split == "all":
+        return list(pair_set.pairs)
+    held = [k % HOLDOUT_EVERY == HOLDOUT_EVERY - 1 for k in range(len(pair_set.pairs))]
+    return [p for p, h in zip(pair_set.pairs, held) if h == (split == "held-out")]
+
+
 def fuse_protocol(reference: np.ndarray, other: np.ndarray, method: str, **params) -> np.ndarray:
     """Fuse two protocol (0..255 luminance) images and return the protocol fused image (clipped, rounded)."""
     from .metrics import protocol_fused
@@ -187,7 +204,7 @@ def montage(tiles: Sequence[Tuple[str, np.ndarray]], columns: int, tile: int = 1
 
 def evaluate_folder(root: str, methods: Sequence[str], *, out_dir: Optional[str] = None,
                     sets: Optional[Sequence[str]] = None, limit: Optional[int] = None,
-                    pairs: Optional[Sequence[str]] = None, show_progress: bool = True,
+                    pairs: Optional[Sequence[str]] = None, split: str = "all", show_progress: bool = True,
                     params: Optional[Dict[str, Dict[str, object]]] = None) -> EvaluationResult:
     """Fuse every pair of every set with every method and score the results.
 
@@ -204,7 +221,9 @@ def evaluate_folder(root: str, methods: Sequence[str], *, out_dir: Optional[str]
     limit : int, optional
         At most this many pairs per set (the first ones in name order).
     pairs : sequence of str, optional
-        Only pairs whose name (file name without extension) is listed, e.g. held-back test pairs.
+        Only pairs whose name (file name without extension) is listed.
+    split : {'all', 'train', 'held-out'}
+        Only the training or the held-back pairs of each set (see :func:`split_pairs`).
     show_progress : bool
         Show a tqdm bar over all fusions.
     """
@@ -217,6 +236,7 @@ def evaluate_folder(root: str, methods: Sequence[str], *, out_dir: Optional[str]
         get_method(name)  # unknown names fail before any work
     pair_sets = find_pairs(root, sets)
     for s in pair_sets:
+        s.pairs = split_pairs(s, split)
         if pairs is not None:
             s.pairs = [p for p in s.pairs if p[0] in set(pairs)]
         if limit is not None:

@@ -176,3 +176,16 @@ def test_demo_main_job(tmp_path):
 def test_console_script_entry_point():
     done = subprocess.run([sys.executable, "-m", "MedFusionLib.cli", "--version"], capture_output=True, text=True)
     assert done.returncode == 0 and done.stdout.startswith("medfusion ")
+
+
+def test_train_and_held_out_splits_partition_each_set():
+    from MedFusionLib.evaluation import PairSet, split_pairs
+
+    pairs = [(str(k), f"a/{k}.png", f"b/{k}.png") for k in range(11, 20)]      # 9 pairs, in name order
+    pair_set = PairSet("MRI_CT", ("MRI", "CT"), pairs)
+    train, held = split_pairs(pair_set, "train"), split_pairs(pair_set, "held-out")
+    assert [p[0] for p in held] == ["14", "18"]                                  # every 4th pair
+    assert sorted(train + held) == sorted(pairs) and not set(train) & set(held)
+    assert split_pairs(pair_set, "all") == pairs
+    with pytest.raises(Exception, match="split must be one of"):
+        split_pairs(pair_set, "test")
