@@ -1,5 +1,5 @@
 """Regenerate the generated parts of README.md: the method table (from the registry) and the results
-table (from docs/evaluation/results.csv, written by `medfusion evaluate ... --out docs/evaluation`).
+table (from docs/evaluation/all-pairs/results.csv, written by `medfusion evaluate ... --out docs/evaluation/all-pairs`).
 
     python Testing/update_docs.py
 
@@ -15,7 +15,7 @@ import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 README = os.path.join(ROOT, "README.md")
-RESULTS = os.path.join(ROOT, "docs", "evaluation", "results.csv")
+RESULTS = os.path.join(ROOT, "docs", "evaluation", "all-pairs", "results.csv")
 # The metrics of the published tables (../shared/docs/fusion-metrics.md), in their order.
 README_METRICS = ("EN", "SD", "SF", "AG", "MI", "SCD", "VIF", "Qabf", "SSIM")
 
