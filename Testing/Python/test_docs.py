@@ -32,3 +32,11 @@ def test_ci_runs_the_readme_test_command():
         ci = fh.read()
     assert commands[1] in ci.splitlines()
     assert "medfusion demo" in commands[0]
+
+
+def test_readme_python_example_runs(capsys):
+    blocks = re.findall(r"```python\n(.*?)```", _readme(), re.S)
+    assert blocks, "the README has a Python example"
+    exec(compile(blocks[0], "README.md", "exec"), {})
+    out = capsys.readouterr().out
+    assert "laplacian classical" in out and "'Qabf'" in out
