@@ -22,6 +22,7 @@ import numpy as np
 
 from .errors import FusionInputError
 from .pipeline import fuse
+from .progress import Progress
 
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")
 
@@ -205,6 +206,7 @@ def montage(tiles: Sequence[Tuple[str, np.ndarray]], columns: int, tile: int = 1
 def evaluate_folder(root: str, methods: Sequence[str], *, out_dir: Optional[str] = None,
                     sets: Optional[Sequence[str]] = None, limit: Optional[int] = None,
                     pairs: Optional[Sequence[str]] = None, split: str = "all", show_progress: bool = True,
+                    progress=None, cancel=None,
                     params: Optional[Dict[str, Dict[str, object]]] = None) -> EvaluationResult:
     """Fuse every pair of every set with every method and score the results.
 
@@ -226,6 +228,10 @@ def evaluate_folder(root: str, methods: Sequence[str], *, out_dir: Optional[str]
         Only the training or the held-back pairs of each set (see :func:`split_pairs`).
     show_progress : bool
         Show a tqdm bar over all fusions.
+    progress : callable, optional
+        ``progress(fraction, message)`` after every fusion.
+    cancel : CancelToken, threading.Event or callable, optional
+        Checked after every fusion; raises :class:`MedFusionLib.FusionCancelled` and writes nothing.
     """
     from tqdm import tqdm
 
@@ -243,6 +249,9 @@ def evaluate_folder(root: str, methods: Sequence[str], *, out_dir: Optional[str]
             s.pairs = s.pairs[:limit]
     result = EvaluationResult(metric_names=list(metrics.METRICS))
     total = sum(len(s.pairs) for s in pair_sets) * len(methods)
+    reporter = Progress.wrap(progress, cancel)
+    done = 0
+    montages: Dict[str, np.ndarray] = {}
     bar = tqdm(total=total, desc="evaluating", disable=not show_progress, leave=False)
     try:
         for s in pair_sets:
@@ -268,17 +277,22 @@ def evaluate_folder(root: str, methods: Sequence[str], *, out_dir: Optional[str]
                                           input_ranges=(0, 255), **(params or {}).get(method, {}))
                             examples.append((f"{method} colour", colour))
                     bar.update(1)
-            if out_dir and examples:
-                import imageio.v3 as iio
-
-                os.makedirs(out_dir, exist_ok=True)
-                path = os.path.join(out_dir, f"montage_{s.name}.png")
-                iio.imwrite(path + ".tmp.png", montage(examples, columns=6))
-                os.replace(path + ".tmp.png", path)
-                result.written.append(path)
+                    done += 1
+                    reporter.report(done / max(total, 1), f"{s.name} {pair_name} {method}")
+            if examples:
+                montages[s.name] = montage(examples, columns=6)
     finally:
         bar.close()
     if out_dir:
+        # Files are written only once every pair is done: a cancelled or failed run leaves none behind.
+        import imageio.v3 as iio
+
+        os.makedirs(out_dir, exist_ok=True)
+        for set_name, picture in montages.items():
+            path = os.path.join(out_dir, f"montage_{set_name}.png")
+            iio.imwrite(path + ".tmp.png", picture)
+            os.replace(path + ".tmp.png", path)
+            result.written.append(path)
         result.write(out_dir)
     return result
 

@@ -189,3 +189,22 @@ def test_train_and_held_out_splits_partition_each_set():
     assert split_pairs(pair_set, "all") == pairs
     with pytest.raises(Exception, match="split must be one of"):
         split_pairs(pair_set, "test")
+
+
+def test_cancelled_evaluation_writes_nothing(tmp_path, phantom3d):
+    from MedFusionLib import CancelToken, FusionCancelled
+    from MedFusionLib.evaluation import evaluate_folder
+
+    _pair_folder(tmp_path / "data", phantom3d)
+    token = CancelToken()
+    seen = []
+
+    def progress(fraction, message):
+        seen.append(fraction)
+        if len(seen) == 3:
+            token.cancel()
+
+    with pytest.raises(FusionCancelled):
+        evaluate_folder(str(tmp_path / "data"), ["average"], out_dir=str(tmp_path / "out"), show_progress=False,
+                        progress=progress, cancel=token)
+    assert not (tmp_path / "out").exists()
