@@ -8,6 +8,9 @@ reconstruction tested.
 
 from .filters import box_mean, gaussian_smooth, guided_filter, laplacian_filter
 from .pyramid import gaussian_pyramid, laplacian_pyramid, reconstruct_laplacian_pyramid, max_pyramid_levels
+from .nsst import NSSTBands, nsst_decompose, nsst_reconstruct
+from .nsct import NSCTBands, nsct_decompose, nsct_reconstruct
 
 __all__ = ["box_mean", "gaussian_smooth", "guided_filter", "laplacian_filter", "gaussian_pyramid",
-           "laplacian_pyramid", "reconstruct_laplacian_pyramid", "max_pyramid_levels"]
+           "laplacian_pyramid", "reconstruct_laplacian_pyramid", "max_pyramid_levels",
+           "nsst_decompose", "nsst_reconstruct", "NSSTBands", "nsct_decompose", "nsct_reconstruct", "NSCTBands"]

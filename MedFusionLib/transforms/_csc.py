@@ -31,7 +31,9 @@ from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
-import torch
+
+# torch is imported inside the functions: importing the library (and the registry, which imports the
+# CSR family) must not load torch until a learned or CSR fusion actually runs.
 
 
 @dataclass
@@ -47,8 +49,10 @@ class CBPDNResult:
     converged: bool
 
 
-def resolve_device(device: str = "auto") -> torch.device:
+def resolve_device(device: str = "auto") -> "torch.device":
     """``'auto'``: CUDA when available, else the CPU; ``'cuda'`` raises when no CUDA device exists."""
+    import torch
+
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device == "cuda" and not torch.cuda.is_available():
@@ -56,17 +60,18 @@ def resolve_device(device: str = "auto") -> torch.device:
     return torch.device(device)
 
 
-def _soft(v: torch.Tensor, threshold: float) -> torch.Tensor:
-    return torch.sign(v) * torch.clamp(v.abs() - threshold, min=0.0)
 
-
-def dictionary_spectrum(dictionary: torch.Tensor, shape) -> torch.Tensor:
+def dictionary_spectrum(dictionary: "torch.Tensor", shape) -> "torch.Tensor":
     """rfft2 of the filters zero-padded to ``shape`` (origin at the filters' first sample, as SPORCO)."""
+    import torch
+
     return torch.fft.rfft2(dictionary, s=tuple(shape))
 
 
 def reconstruct(dictionary, coefficients, device: str = "auto") -> np.ndarray:
     """sum_m d_m * x_m (circular convolution) for coefficient maps ``(B, M, H, W)``; returns (B, H, W)."""
+    import torch
+
     dev = resolve_device(device)
     d = torch.as_tensor(np.asarray(dictionary, dtype=np.float32), device=dev)
     x = torch.as_tensor(np.asarray(coefficients, dtype=np.float32), device=dev)
@@ -134,6 +139,8 @@ def cbpdn(dictionary, signal, lmbda: float, *, rho: Optional[float] = None, max_
     u += x_r - y. Stop when ||x - y|| / max(||x||, ||y||) and rho ||y - y_prev|| / (rho ||u||) are both
     below ``rel_tol`` (for every image of the batch).
     """
+    import torch
+
     dev = resolve_device(device)
     d = torch.as_tensor(np.asarray(dictionary, dtype=np.float32), device=dev)
     s_np = np.asarray(signal, dtype=np.float32)
@@ -167,21 +174,28 @@ def cbpdn(dictionary, signal, lmbda: float, *, rho: Optional[float] = None, max_
     else:
         y = torch.as_tensor(np.asarray(x0, dtype=np.float32), device=dev).reshape(shape_x).clone()
     u = torch.zeros(shape_x, device=dev)
+    work = torch.empty(shape_x, device=dev)
     converged = False
     r_norm = s_norm = float("nan")
     iteration = 0
     for iteration in range(1, max_iter + 1):
-        zf = torch.fft.rfft2(y - u)
-        xf = k + zf - c[None] * (df[None] * zf).sum(1, keepdim=True)
+        zf = torch.fft.rfft2(torch.sub(y, u, out=work))
+        # x^ = k + z^ - c sum_m d^_m z^_m  (Sherman-Morrison at every frequency)
+        inner = torch.einsum("mhw,bmhw->bhw", df, zf)
+        xf = zf.add_(k).addcmul_(c[None], inner[:, None], value=-1)
         x = torch.fft.irfft2(xf, s=(height, width))
         y_prev = y
-        xr = x if relax == 1.0 else relax * x + (1.0 - relax) * y_prev
-        y = _soft(xr + u, lmbda / rho)
-        u = u + xr - y
+        if relax != 1.0:
+            xr = x.mul(relax).add_(y_prev, alpha=1.0 - relax)      # over-relaxation
+        else:
+            xr = x.clone()
+        v = xr.add_(u)                                             # x_r + u (xr is not needed after)
+        y = v - torch.clamp(v, -lmbda / rho, lmbda / rho)          # soft thresholding
+        u = v.sub_(y)                                              # u + x_r - y
         if iteration % check_every == 0 or iteration == max_iter:
             dims = (1, 2, 3)
-            r = torch.linalg.vector_norm(x - y, dim=dims)
-            sres = rho * torch.linalg.vector_norm(y - y_prev, dim=dims)
+            r = torch.linalg.vector_norm(torch.sub(x, y, out=work), dim=dims)
+            sres = rho * torch.linalg.vector_norm(torch.sub(y, y_prev, out=work), dim=dims)
             rn = torch.maximum(torch.linalg.vector_norm(x, dim=dims), torch.linalg.vector_norm(y, dim=dims))
             sn = rho * torch.linalg.vector_norm(u, dim=dims)
             rn = torch.where(rn == 0, torch.ones_like(rn), rn)

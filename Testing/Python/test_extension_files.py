@@ -368,13 +368,13 @@ def test_library_cmake_installs_the_whole_package_beside_the_module():
     assert scripts == package
     assert {"__init__.py", "families/__init__.py", "transforms/__init__.py", "bridge.py"} <= scripts
     data = _cmake_glob(code, "MODULE_PYTHON_RESOURCES")
-    weights = {os.path.relpath(p, base).replace(os.sep, "/") for ext in ("pt", "json")
+    weights = {os.path.relpath(p, base).replace(os.sep, "/") for ext in ("pt", "json", "npz")
                for p in glob.glob(os.path.join(base, "weights", "**", f"*.{ext}"), recursive=True)}
     assert data == weights
     build = _cmake_call(code, "slicerMacroBuildScriptedModule")
     assert build[:2] == ["NAME", "${MODULE_NAME}"] and "WITH_SUBDIR" in build   # as Slicer's DICOMLib
     # The pip package ships the same data files.
-    assert 'MedFusionLib = ["weights/*.pt", "weights/*.json"]' in _read(os.path.join(ROOT, "pyproject.toml"))
+    assert 'MedFusionLib = ["weights/*.pt", "weights/*.json", "weights/*.npz"]' in _read(os.path.join(ROOT, "pyproject.toml"))
 
 
 def test_testing_cmake_runs_the_batch_script_in_slicer():
