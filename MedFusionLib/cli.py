@@ -7,6 +7,7 @@
     medfusion metrics FUSED IN1 IN2 [...] [--format text|json]
     medfusion evaluate DIR [--methods M ...] [--out DIR]
     medfusion demo [--out DIR]
+    medfusion train METHOD --out W.pt [--data DIR ...] [--steps N] [--seed S] [--init W.pt] [--resume CKPT] ...
 
 Files are read and written through Slicer's volume IO (the bridge), so NRRD, NIfTI, MetaImage and the
 other formats Slicer reads keep their geometry. Long runs show tqdm progress bars; Ctrl-C cancels
@@ -244,6 +245,55 @@ def _cmd_demo(args) -> int:
     return EXIT_OK
 
 
+# --- train --------------------------------------------------------------------------------------------
+def _train_command_text(args) -> str:
+    """The training command as a reproducible string (recorded in the weights' metadata)."""
+    import shlex
+
+    parts = ["medfusion", "train", args.method]
+    for d in args.data or ():
+        parts += ["--data", d]
+    parts += ["--out", args.out]
+    options = [("--steps", args.steps), ("--batch-size", args.batch_size), ("--patch", args.patch), ("--lr", args.lr),
+               ("--device", args.device if args.device != "auto" else None), ("--init", args.init),
+               ("--augment", args.augment), ("--feature-net", args.feature_net),
+               ("--phantoms", args.phantoms if args.phantoms != 2 else None),
+               ("--split", args.split if args.split != "train" else None)]
+    parts += ["--seed", str(args.seed)]
+    for flag, value in options:
+        if value is not None:
+            parts += [flag, str(value)]
+    if args.no_natural:
+        parts.append("--no-natural")
+    for item in args.set or ():
+        parts += ["--set", item]
+    return " ".join(shlex.quote(p) for p in parts)
+
+
+def _cmd_train(args) -> int:
+    import os
+
+    from .deep.augment import AugmentConfig
+    from .deep.recipes import TrainConfig, train
+
+    stem = args.out[:-3] if args.out.endswith(".pt") else args.out
+    checkpoint = args.checkpoint or stem + ".ckpt"
+    config = TrainConfig(method=args.method, out=args.out, data=tuple(args.data or ()), steps=args.steps,
+                         batch_size=args.batch_size, patch=args.patch, lr=args.lr, seed=args.seed, device=args.device,
+                         init=args.init, resume=args.resume, checkpoint=checkpoint,
+                         checkpoint_every=args.checkpoint_every, log=args.log or stem + ".log.csv",
+                         augment=AugmentConfig.parse(args.augment), natural=not args.no_natural,
+                         phantoms=args.phantoms, split=args.split, feature_net=args.feature_net,
+                         show_progress=not args.quiet, command=_train_command_text(args),
+                         options=_parse_params(args.set))
+    meta = train(config)
+    if args.checkpoint is None and os.path.exists(checkpoint):
+        os.remove(checkpoint)      # the default checkpoint only serves an interrupted run
+    if not args.quiet:
+        print(f"wrote {args.out} ({meta['wall_seconds']:.0f} s, log {config.log})")
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="medfusion", description="Multimodal medical image fusion.")
     parser.add_argument("--version", action="version", version=f"medfusion {__version__}")
@@ -296,6 +346,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=int, default=192, help="in-plane size of the phantom (default 192)")
     p.add_argument("-q", "--quiet", action="store_true")
     p.set_defaults(func=_cmd_demo)
+
+    from .families._learned import TRAINABLE
+
+    p = sub.add_parser("train", help="train a learned method's network and write its weights",
+                       description="Train the network of a learned method (or the feature network their losses "
+                                   "use) on pair folders laid out like aanlib-dev (images or volumes), "
+                                   "scikit-image's natural images and synthetic phantoms; write W.pt (+ .json).")
+    p.add_argument("method", metavar="METHOD", help=f"one of: {', '.join(TRAINABLE)}")
+    p.add_argument("--data", action="append", metavar="DIR",
+                   help="folder of registered pairs SET/{MOD_A,MOD_B}/NAME.ext (repeatable)")
+    p.add_argument("--out", required=True, metavar="W.pt", help="weight file to write")
+    p.add_argument("--steps", type=int, help="total optimisation steps (default: the recipe's)")
+    p.add_argument("--batch-size", type=int, help="patches per step (default: the recipe's)")
+    p.add_argument("--patch", type=int, help="patch side in pixels (default: the recipe's)")
+    p.add_argument("--lr", type=float, help="learning rate (default: the recipe's)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--init", metavar="W.pt", help="start from these weights (fine-tune shipped weights on your data)")
+    p.add_argument("--resume", metavar="CKPT", help="continue an interrupted run from its checkpoint")
+    p.add_argument("--checkpoint", metavar="CKPT", help="checkpoint file (default OUT.ckpt, removed after success)")
+    p.add_argument("--checkpoint-every", type=int, default=250, metavar="N", help="steps between checkpoints")
+    p.add_argument("--log", metavar="CSV", help="loss log (default OUT.log.csv)")
+    p.add_argument("--augment", metavar="SPEC",
+                   help="'default', 'none' or overrides like rotate=10,flip=0.5,zoom=0.1,scale=0.1,shift=0.05,"
+                        "noise=0.01,prob=0.5")
+    p.add_argument("--no-natural", action="store_true", help="do not use scikit-image's natural images")
+    p.add_argument("--phantoms", type=int, default=2, metavar="K", help="synthetic phantom volumes to add (default 2)")
+    p.add_argument("--split", choices=("train", "all"), default="train",
+                   help="pairs of --data folders used: the training split (every 4th pair held back) or all")
+    p.add_argument("--feature-net", metavar="W.pt", help="feature network for perceptual/information losses "
+                                                          "(default: the shipped one)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="recipe option (repeatable), e.g. --set proportions=adaptive for pmgi (docs/models.md)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_train)
     return parser
 
 

@@ -1,10 +1,11 @@
 """Configurable training augmentation built from MONAI transforms.
 
 One :class:`AugmentConfig` describes the random transforms; :func:`build_augmentation` turns it into a
-MONAI ``Compose`` applied to one channel-first sample ``(C, *spatial)`` at a time, so the registered
-sources of a pair (its channels) get the same geometric transform, while intensity scale, shift and
-noise are drawn per channel (each modality has its own window). Values are clipped back to [0, 1], the
-range the methods see at inference.
+MONAI ``Compose`` for channel-first samples ``(C, *spatial)``. The registered sources of a pair are its
+channels, so they always get the same geometric transform (rotation, flips, zoom), while intensity scale,
+shift and noise are drawn per channel (each modality has its own window). Values are clipped back to
+[0, 1], the range the methods see at inference. :func:`augment_batch` applies it to a batch in a few
+groups of samples (see there why).
 
 The command line takes ``--augment none``, ``--augment default`` or overrides such as
 ``--augment rotate=10,flip=0.5,noise=0``.
@@ -121,13 +122,25 @@ def _clip_unit(x):
     return x.clamp(0.0, 1.0) if hasattr(x, "clamp") else np.clip(x, 0.0, 1.0)
 
 
-def augment_batch(batch: np.ndarray, transform, rng: np.random.Generator) -> np.ndarray:
-    """Apply ``transform`` to every sample of ``batch`` (B, C, *spatial); the transform's random state is
-    seeded from ``rng``, so a run is reproducible from the sampler's generator alone."""
+def augment_batch(batch: np.ndarray, transform, rng: np.random.Generator, groups: int = 8) -> np.ndarray:
+    """Apply ``transform`` to ``batch`` (B, C, *spatial) in up to ``groups`` groups of samples.
+
+    The samples of a group are stacked as channels, so they share one geometric transform (rotation,
+    flip, zoom) while intensity scale, shift and noise are drawn per channel; successive batches and
+    groups draw new transforms. (MONAI transforms work on one channel-first sample; per-sample calls
+    would cost more than the training step of the small networks here.) The transform's random state
+    is seeded from ``rng``, so a run is reproducible from the sampler's generator alone."""
     if transform is None:
         return batch
     transform.set_random_state(seed=int(rng.integers(0, 2 ** 31 - 1)))
+    b, c = batch.shape[:2]
     out = np.empty_like(batch)
-    for k in range(batch.shape[0]):   # per sample (a handful of patches), never per pixel
-        out[k] = np.asarray(transform(batch[k]), dtype=np.float32)
+    size = -(-b // max(1, groups))
+    for start in range(0, b, size):   # a few groups per batch, never per pixel
+        part = batch[start:start + size]
+        merged = part.reshape((-1,) + part.shape[2:])
+        result = np.asarray(transform(merged), dtype=np.float32)
+        out[start:start + size] = result.reshape(part.shape)
     return out
+
+

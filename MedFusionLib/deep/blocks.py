@@ -30,7 +30,7 @@ def conv(spatial_dims: int, in_channels: int, out_channels: int, kernel_size: in
 
 
 def dense_block(spatial_dims: int, in_channels: int, growth: int, layers: int, *, act=RELU,
-                norm: Optional[str] = None, convs_per_layer: int = 1) -> DenseBlock:
+                norm: Optional[str] = None, convs_per_layer: int = 1, bias: bool = True) -> DenseBlock:
     """A MONAI DenseBlock: each layer's output is concatenated to its input (DenseNet connectivity).
 
     Output channels: ``in_channels + layers * growth``. ``convs_per_layer=2`` makes each layer a pair of
@@ -39,31 +39,24 @@ def dense_block(spatial_dims: int, in_channels: int, growth: int, layers: int, *
     channels = in_channels
     for _ in range(layers):
         if convs_per_layer == 1:
-            modules.append(conv(spatial_dims, channels, growth, act=act, norm=norm))
+            modules.append(conv(spatial_dims, channels, growth, act=act, norm=norm, bias=bias))
         else:
-            seq = [conv(spatial_dims, channels, growth, act=act, norm=norm)]
-            seq += [conv(spatial_dims, growth, growth, act=act, norm=norm) for _ in range(convs_per_layer - 1)]
+            seq = [conv(spatial_dims, channels, growth, act=act, norm=norm, bias=bias)]
+            seq += [conv(spatial_dims, growth, growth, act=act, norm=norm, bias=bias) for _ in range(convs_per_layer - 1)]
             modules.append(nn.Sequential(*seq))
         channels += growth
     return DenseBlock(modules)
 
 
 def conv_stack(spatial_dims: int, channels: Sequence[int], *, act=RELU, norm: Optional[str] = None,
-               last_act=None, kernel_size: int = 3) -> nn.Sequential:
+               last_act=None, kernel_size: int = 3, bias: bool = True) -> nn.Sequential:
     """Convolutions ``channels[0] -> channels[1] -> ... -> channels[-1]``; the last one gets ``last_act``."""
     layers = []
     for k in range(len(channels) - 1):
         last = k == len(channels) - 2
         layers.append(conv(spatial_dims, channels[k], channels[k + 1], kernel_size,
-                           act=last_act if last else act, norm=None if last else norm))
+                           act=last_act if last else act, norm=None if last else norm, bias=bias))
     return nn.Sequential(*layers)
-
-
-class UnitInterval(nn.Module):
-    """``(tanh(x) + 1) / 2``: the [0, 1] output layer of U2Fusion and FusionDN."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.tanh(x) * 0.5 + 0.5
 
 
 def max_pool(spatial_dims: int, size: int = 2) -> nn.Module:

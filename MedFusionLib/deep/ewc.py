@@ -1,7 +1,7 @@
 """Elastic weight consolidation (Kirkpatrick et al., PNAS 2017) for sequential multi-task training.
 
 After each task, :meth:`EWC.consolidate` estimates the diagonal Fisher information of every parameter
-(the mean squared gradient of that task's loss over a few batches) and stores a copy of the parameters
+(the mean over samples of the squared gradient of each sample's loss of that task) and stores a copy of the parameters
 (theta*). While later tasks train, :meth:`EWC.penalty` adds
 
     lambda / 2 * sum_tasks sum_i F_i (theta_i - theta*_i)^2
@@ -38,20 +38,29 @@ class EWC:
 
     def consolidate(self, model: torch.nn.Module, loss_fn: Callable[[object], torch.Tensor],
                     batches: Iterable[object], name: str = "") -> Dict[str, torch.Tensor]:
-        """Estimate the diagonal Fisher information of ``model`` on ``batches`` (``loss_fn(batch)`` gives
-        the task loss of one batch) and anchor the current parameters. Returns the Fisher diagonal."""
+        """Estimate the diagonal Fisher information of ``model`` on ``batches`` and anchor the current
+        parameters. Returns the Fisher diagonal.
+
+        ``loss_fn(batch)`` gives the task loss of a batch. A tensor batch ``(B, ...)`` is split into its
+        ``B`` samples and the Fisher diagonal is the mean over samples of the squared gradient of each
+        sample's loss, as in Kirkpatrick et al. (one sample at a time). The gradient of a whole batch's
+        mean loss is not an estimate of it: at the end of a task that gradient is close to zero, while
+        the per-sample gradients are not. Other batch objects are used whole."""
         params = {n: p for n, p in model.named_parameters() if p.requires_grad}
         fisher = {n: torch.zeros_like(p) for n, p in params.items()}
         count = 0
         was_training = model.training
         for batch in batches:
-            model.zero_grad(set_to_none=True)
-            loss = loss_fn(batch)
-            grads = torch.autograd.grad(loss, list(params.values()), allow_unused=True)
-            for (n, _), g in zip(params.items(), grads):
-                if g is not None:
-                    fisher[n] += g.detach() ** 2
-            count += 1
+            samples = ([batch[i:i + 1] for i in range(batch.shape[0])]
+                       if isinstance(batch, torch.Tensor) and batch.dim() > 0 else [batch])
+            for sample in samples:
+                model.zero_grad(set_to_none=True)
+                loss = loss_fn(sample)
+                grads = torch.autograd.grad(loss, list(params.values()), allow_unused=True)
+                for (n, _), g in zip(params.items(), grads):
+                    if g is not None:
+                        fisher[n] += g.detach() ** 2
+                count += 1
         model.train(was_training)
         if count == 0:
             raise ValueError("EWC.consolidate needs at least one batch")

@@ -6,11 +6,9 @@ method can weight samples (U2Fusion and FusionDN weight each source per image).
 
 from __future__ import annotations
 
-import math
 from functools import lru_cache
-from typing import List, Sequence
+from typing import Sequence
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -27,6 +25,29 @@ def ssim(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Per-sample SSIM (Gaussian 11-tap window, sigma 1.5, data range 1) from MONAI's SSIMLoss; ``(B,)``."""
     loss = _ssim_loss(x.dim() - 2)(x, y)
     return 1.0 - loss.reshape(x.shape[0], -1).mean(dim=1)
+
+
+def ssim_map(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Local SSIM map (same window, MONAI's ``compute_ssim_and_cs``), 'valid' region: the input shrunk by
+    5 pixels on each side."""
+    from monai.metrics.regression import compute_ssim_and_cs
+
+    sd = x.dim() - 2
+    value, _ = compute_ssim_and_cs(x, y, spatial_dims=sd, kernel_size=[11] * sd, kernel_sigma=[1.5] * sd,
+                                   data_range=1.0)
+    return value
+
+
+def crop_valid(x: torch.Tensor, margin: int = 5) -> torch.Tensor:
+    """``x`` without ``margin`` pixels on each side of every spatial axis (to match :func:`ssim_map`)."""
+    index = (slice(None), slice(None)) + tuple(slice(margin, s - margin) for s in x.shape[2:])
+    return x[index]
+
+
+def box_mean(x: torch.Tensor, window: int = 3) -> torch.Tensor:
+    """Mean over a ``window``^d neighbourhood (zero-padded borders counted out)."""
+    pool = F.avg_pool2d if x.dim() == 4 else F.avg_pool3d
+    return pool(x, window, stride=1, padding=window // 2, count_include_pad=False)
 
 
 # --- intensity and gradients ---------------------------------------------------------------------------------

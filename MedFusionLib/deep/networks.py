@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .blocks import (LRELU, RELU, UnitInterval, conv, conv_stack, dense_block, gaussian_kernel1d, max_pool,
+from .blocks import (LRELU, RELU, conv, conv_stack, dense_block, gaussian_kernel1d, max_pool,
                      separable_filter, upsample)
 
 
@@ -169,6 +169,15 @@ class StackedAutoencoderNet(_Network):
                                 self.decode("high", self.encode("high", high)))
 
 
+# --- end-to-end networks: bias-free ------------------------------------------------------------------------
+# Medical images have an exactly black background, and the published metric protocol computes SSIM with
+# data_range=2 on 0..255 images, so a single grey level where the sources are 0 scores as dissimilar over
+# half the image. A network with biases or batch normalisation (and a (tanh + 1) / 2 output, which
+# cannot reach 0) leaves such an offset. The end-to-end networks below are therefore bias-free (no conv
+# biases, no batch normalisation, a linear output clamped to [0, 1] at inference): zero input gives zero
+# output exactly, and the network is scale-equivariant (Mohan et al., "Robust and interpretable blind
+# image denoising via bias-free convolutional neural networks", ICLR 2020). See docs/models.md.
+
 # --- 3. IFCNN (Zhang et al. 2020) ------------------------------------------------------------------------
 FUSE_RULES = ("max", "mean", "sum")
 
@@ -185,38 +194,41 @@ def fuse_features(features: torch.Tensor, rule: str) -> torch.Tensor:
 
 
 class IFCNNNet(_Network):
-    """IFCNN: a fixed 7x7 first layer (ResNet101's conv1 in the paper; here the stem of our FeatureNet),
-    a 3x3 conv + BN + ReLU feature layer applied to every source with shared weights, element-wise
-    max / mean / sum fusion over any number of sources, a 3x3 conv + BN + ReLU and a 1x1 output layer.
-    The paper uses 64 channels; we use ``channels``.
+    """IFCNN: a fixed 7x7 first layer (ResNet101's conv1 in the paper; here the filters of our
+    FeatureNet's stem), a 3x3 conv + ReLU feature layer applied to every source with shared weights,
+    element-wise max / mean / sum fusion over any number of sources, a 3x3 conv + ReLU and a 1x1 output
+    layer. The paper uses 64 channels and batch normalisation; we use ``channels`` and no BN or biases
+    (see above).
     """
 
     def __init__(self, spatial_dims: int = 2, stem_channels: int = 32, channels: int = 32, rule: str = "max"):
         super().__init__(spatial_dims=spatial_dims, stem_channels=stem_channels, channels=channels, rule=rule)
         sd = spatial_dims
-        self.stem = conv(sd, 1, stem_channels, 7, act=None)
-        self.conv2 = conv(sd, stem_channels, channels, norm="BATCH")
-        self.conv3 = conv(sd, channels, channels, norm="BATCH")
-        self.conv4 = conv(sd, channels, 1, 1, act=None)
+        self.stem = conv(sd, 1, stem_channels, 7, act=None, bias=False)
+        self.conv2 = conv(sd, stem_channels, channels, bias=False)
+        self.conv3 = conv(sd, channels, channels, bias=False)
+        self.conv4 = conv(sd, channels, 1, 1, act=None, bias=False)
         self.stem.requires_grad_(False)
 
     def extract(self, sources: torch.Tensor) -> torch.Tensor:
         b, n = sources.shape[:2]
         x = sources.reshape((b * n, 1) + tuple(sources.shape[2:]))
-        f = self.conv2(self.stem(x - 0.5))
+        f = self.conv2(self.stem(x))
         return f.reshape((b, n) + tuple(f.shape[1:]))
 
     def forward(self, sources: torch.Tensor, rule: str = None) -> torch.Tensor:
         fused = fuse_features(self.extract(sources), rule or self.arch["rule"])
-        return self.conv4(self.conv3(fused)) + 0.5
+        return self.conv4(self.conv3(fused))
 
 
 # --- 4. PMGI (Zhang et al. 2020) -------------------------------------------------------------------------
 class PMGINet(_Network):
     """PMGI: a gradient path fed (A, A, B) and an intensity path fed (A, B, B), each of four dense
-    convolutional layers (5x5 then 3x3, BN, LeakyReLU), with two pathwise transfer blocks (1x1
-    convolutions over the concatenated paths) exchanging information between them; all layers of both
-    paths are concatenated and a 1x1 convolution gives the fused image. Widths as in the paper (16).
+    convolutional layers (5x5 then 3x3, LeakyReLU), with two pathwise transfer blocks (1x1 convolutions
+    over the concatenated paths) exchanging information between them; all layers of both paths are
+    concatenated and a 1x1 convolution gives the fused image. Widths as in the paper (16); bias-free
+    without the paper's batch normalisation, inputs in [0, 1] rather than [-1, 1], linear output (see
+    above).
     """
 
     def __init__(self, spatial_dims: int = 2, channels: int = 16):
@@ -225,16 +237,16 @@ class PMGINet(_Network):
         lrelu = LRELU
 
         def path():
-            return nn.ModuleList([conv(sd, 3, c, 5, act=lrelu, norm="BATCH"), conv(sd, c, c, act=lrelu, norm="BATCH"),
-                                  conv(sd, 3 * c, c, act=lrelu, norm="BATCH"), conv(sd, 4 * c, c, act=lrelu, norm="BATCH")])
+            return nn.ModuleList([conv(sd, 3, c, 5, act=lrelu, bias=False), conv(sd, c, c, act=lrelu, bias=False),
+                                  conv(sd, 3 * c, c, act=lrelu, bias=False), conv(sd, 4 * c, c, act=lrelu, bias=False)])
 
         self.grad_path = path()
         self.int_path = path()
-        self.transfer = nn.ModuleList(conv(sd, 2 * c, c, 1, act=lrelu, norm="BATCH") for _ in range(4))
-        self.out = nn.Sequential(conv(sd, 8 * c, 1, 1, act=None), UnitInterval())
+        self.transfer = nn.ModuleList(conv(sd, 2 * c, c, 1, act=lrelu, bias=False) for _ in range(4))
+        self.out = conv(sd, 8 * c, 1, 1, act=None, bias=False)
 
     def forward(self, sources: torch.Tensor) -> torch.Tensor:
-        a, b = sources[:, :1] * 2 - 1, sources[:, 1:2] * 2 - 1      # the paper works in [-1, 1]
+        a, b = sources[:, :1], sources[:, 1:2]
         g, i = self.grad_path, self.int_path
         g1 = g[0](torch.cat([a, a, b], 1))
         i1 = i[0](torch.cat([a, b, b], 1))
@@ -250,19 +262,18 @@ class PMGINet(_Network):
 
 # --- 5. FusionDN (Xu et al. 2020) ------------------------------------------------------------------------
 class FusionDNNet(_Network):
-    """FusionDN's generator: the two sources concatenated, a 3x3 conv + BN + ReLU, four densely
-    connected blocks of two 3x3 conv + BN + ReLU layers, and a four-layer decoder ending in
-    ``(tanh + 1) / 2``. The paper uses 48 channels per block and a 240-128-64 decoder; we use
-    ``channels`` and ``decoder``.
+    """FusionDN's generator: the two sources concatenated, a 3x3 conv + ReLU, four densely connected
+    blocks of two 3x3 conv + ReLU layers, and a four-layer decoder. The paper uses 48 channels per block,
+    a 240-128-64 decoder, batch normalisation and a (tanh + 1) / 2 output; we use ``channels`` and
+    ``decoder``, bias-free without BN, linear output (see above).
     """
 
     def __init__(self, spatial_dims: int = 2, channels: int = 16, blocks: int = 4, decoder: Sequence[int] = (64, 32, 16)):
         super().__init__(spatial_dims=spatial_dims, channels=channels, blocks=blocks, decoder=list(decoder))
         sd, c = spatial_dims, channels
-        self.encoder = nn.Sequential(conv(sd, 2, c, norm="BATCH"),
-                                     dense_block(sd, c, c, blocks, norm="BATCH", convs_per_layer=2))
-        self.decoder = nn.Sequential(conv_stack(sd, [c * (blocks + 1)] + list(decoder) + [1], norm="BATCH"),
-                                     UnitInterval())
+        self.encoder = nn.Sequential(conv(sd, 2, c, bias=False),
+                                     dense_block(sd, c, c, blocks, convs_per_layer=2, bias=False))
+        self.decoder = conv_stack(sd, [c * (blocks + 1)] + list(decoder) + [1], bias=False)
 
     def forward(self, sources: torch.Tensor) -> torch.Tensor:
         return self.decoder(self.encoder(sources))
@@ -271,16 +282,17 @@ class FusionDNNet(_Network):
 # --- 6. U2Fusion (Xu et al. 2020) ------------------------------------------------------------------------
 class U2FusionNet(_Network):
     """U2Fusion's generator: the two sources concatenated, a 3x3 conv, a dense block of five 3x3 convs
-    (LeakyReLU 0.2, DenseNet connectivity), and a four-layer decoder ending in ``(tanh + 1) / 2``. The
-    paper uses 44 channels per layer and a 128-64-32 decoder; we use ``channels`` and ``decoder``.
+    (LeakyReLU 0.2, DenseNet connectivity), and a four-layer decoder. The paper uses 44 channels per
+    layer, a 128-64-32 decoder and a (tanh + 1) / 2 output; we use ``channels`` and ``decoder``,
+    bias-free, linear output (see above).
     """
 
     def __init__(self, spatial_dims: int = 2, channels: int = 16, layers: int = 5, decoder: Sequence[int] = (64, 32, 16)):
         super().__init__(spatial_dims=spatial_dims, channels=channels, layers=layers, decoder=list(decoder))
         sd, c = spatial_dims, channels
-        self.encoder = nn.Sequential(conv(sd, 2, c, act=LRELU), dense_block(sd, c, c, layers, act=LRELU))
-        self.decoder = nn.Sequential(conv_stack(sd, [c * (layers + 1)] + list(decoder) + [1], act=LRELU),
-                                     UnitInterval())
+        self.encoder = nn.Sequential(conv(sd, 2, c, act=LRELU, bias=False),
+                                     dense_block(sd, c, c, layers, act=LRELU, bias=False))
+        self.decoder = conv_stack(sd, [c * (layers + 1)] + list(decoder) + [1], act=LRELU, bias=False)
 
     def forward(self, sources: torch.Tensor) -> torch.Tensor:
         return self.decoder(self.encoder(sources))

@@ -166,7 +166,11 @@ def load_model(method: str, device: Optional[torch.device] = None, path: Optiona
     with _CACHE_LOCK:
         if key is not None and key in _CACHE:
             return _CACHE[key]
-    model = build_network(read_weights(path, method), method, path).to(device)
+    # Building the network draws its (overwritten) initial weights from torch's global generator; keep
+    # that stream untouched so a training run seeded before loading its feature network is reproducible
+    # whether or not the network was already cached.
+    with torch.random.fork_rng(devices=[]):
+        model = build_network(read_weights(path, method), method, path).to(device)
     for p in model.parameters():
         p.requires_grad_(False)
     if key is not None:

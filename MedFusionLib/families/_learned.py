@@ -1,0 +1,46 @@
+"""Shared pieces of the learned (deep-learning) methods that must not import torch.
+
+The registry imports every family module when it is first read, and the classical methods must stay
+usable without loading torch; so the learned modules describe themselves here and import
+:mod:`MedFusionLib.deep` (torch, MONAI) only inside their functions.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping, Optional, Tuple
+
+from ..errors import FusionInputError
+from ..registry import Param
+
+#: The Slicer panel's device selector sets this parameter (MedFusion/MedFusionModuleLib/controls.py).
+DEVICE = Param("device", "choice", "auto", "Where the network runs: auto (GPU if available), cpu or cuda.",
+               choices=("auto", "cpu", "cuda"))
+
+FAMILY = "deep learning"
+
+
+def learned_check(method: str, extra: Optional[Callable[[Mapping[str, Any], int, Optional[Tuple[int, ...]]], None]] = None):
+    """A registry ``check`` for a learned method: parameter limits (``extra``), then the device (cuda
+    requested without a GPU is a :class:`FusionInputError`), then the weights (missing or corrupt weights
+    are a :class:`~MedFusionLib.errors.WeightsError` naming the training command). Runs in ``plan()``,
+    before any image work; the weights are loaded once and cached."""
+
+    def check(params: Mapping[str, Any], n_inputs: int, shape: Optional[Tuple[int, ...]]) -> None:
+        if extra is not None:
+            extra(params, n_inputs, shape)
+        from ..deep import weights
+
+        weights.resolve_device(params.get("device", "auto"))
+        weights.check_weights(method)
+
+    return check
+
+
+def check_odd_window(method: str):
+    def check(params, n_inputs, shape):
+        if params.get("window", 1) % 2 == 0:
+            raise FusionInputError(f"method {method!r}: window must be odd; got {params['window']}")
+    return check
+
+#: What ``medfusion train`` can train: the learned methods and the feature network of their losses.
+TRAINABLE = ("feature_net", "cnn_weight_map", "dscnn", "ifcnn", "pmgi", "fusiondn", "u2fusion")
