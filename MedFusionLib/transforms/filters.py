@@ -70,12 +70,31 @@ def gaussian_smooth(x: np.ndarray, sigma: float, radius: int, spatial_dims: int 
 
 
 def laplacian_filter(x: np.ndarray, spatial_dims: int = 2) -> np.ndarray:
-    """Discrete Laplacian (sum of second differences, 3-tap kernel [1, -2, 1] per spatial axis)."""
-    kernel = np.array([1.0, -2.0, 1.0], dtype=x.dtype if x.dtype.kind == "f" else np.float32)
-    out = None
+    """Discrete Laplacian (sum of second differences, 3-tap kernel [1, -2, 1] per spatial axis), mirror
+    borders (d c b | a b c d | c b a), as ``scipy.ndimage.correlate1d(..., mode='mirror')`` per axis.
+
+    Written with array slices: along every axis the neighbours are contiguous sub-arrays, which is about
+    three times faster than ``correlate1d`` along the strided axes."""
+    x = np.asarray(x)
+    if x.dtype.kind != "f":
+        x = x.astype(np.float32)
+    out = np.zeros_like(x)
     for axis in _spatial_axes(x, spatial_dims):
-        term = ndi.correlate1d(x, kernel, axis=axis, mode="mirror")
-        out = term if out is None else out.__iadd__(term)
+        n = x.shape[axis]
+        if n < 2:
+            continue                                   # a single sample: its mirrored neighbours are itself
+
+        def part(start, stop, axis=axis):
+            index = [slice(None)] * x.ndim
+            index[axis] = slice(start, stop)
+            return tuple(index)
+
+        inner = out[part(1, n - 1)]
+        inner += x[part(2, n)]
+        inner += x[part(0, n - 2)]
+        inner -= 2 * x[part(1, n - 1)]
+        out[part(0, 1)] += 2 * (x[part(1, 2)] - x[part(0, 1)])
+        out[part(n - 1, n)] += 2 * (x[part(n - 2, n - 1)] - x[part(n - 1, n)])
     return out
 
 
@@ -106,6 +125,8 @@ def guided_filter(guide: np.ndarray, src: np.ndarray, radius: int, eps: float,
     ----------
     .. [1] K. He, J. Sun, X. Tang, "Guided image filtering", IEEE TPAMI 35(6):1397-1409, 2013.
     """
+    if spatial_dims == 2 and guide.dtype == np.float32 and src.dtype == np.float32:
+        return _guided_filter_2d(guide, src, radius, eps)
     mean_i = box_mean(guide, radius, spatial_dims)
     mean_p = box_mean(src, radius, spatial_dims)
     cov_ip = box_mean(guide * src, radius, spatial_dims) - mean_i * mean_p
@@ -114,6 +135,65 @@ def guided_filter(guide: np.ndarray, src: np.ndarray, radius: int, eps: float,
     a = cov_ip / (var_i + eps)
     b = mean_p - a * mean_i
     return box_mean(a, radius, spatial_dims) * guide + box_mean(b, radius, spatial_dims)
+
+
+def _box_mean_swapped(x: np.ndarray, radius: int) -> np.ndarray:
+    """:func:`box_mean` of the last two axes of a float32 ``(..., H, W)`` array, returned with those axes
+    swapped, ``(..., W, H)``, C-contiguous.
+
+    Both 1-D passes run along the contiguous last axis (the strided pass over H costs about three times
+    as much in ``uniform_filter1d``); the transposing copy in between is cheap. Two calls bring an array
+    back to its own layout, which is how :func:`_guided_filter_2d` chains them."""
+    size = 2 * radius + 1
+    h, w = x.shape[-2:]
+    first = ndi.uniform_filter1d(x, size, axis=-1, mode="constant", cval=0.0, output=np.float32)
+    swapped = np.ascontiguousarray(np.swapaxes(first, -1, -2))
+    del first
+    out = ndi.uniform_filter1d(swapped, size, axis=-1, mode="constant", cval=0.0, output=swapped)
+    # uniform_filter1d divides by the full window size; windows cut by the border hold fewer samples.
+    # Only the strips within ``radius`` of a border need the size / count correction.
+    _rescale_border_strips(out, -2, radius)        # the W axis, in the swapped layout
+    _rescale_border_strips(out, -1, radius)        # the H axis
+    return out
+
+
+def _rescale_border_strips(out: np.ndarray, axis: int, radius: int) -> None:
+    """Multiply ``out`` in place by size / count along ``axis``, touching only the border strips where
+    the truncated window holds fewer than ``size`` samples."""
+    n = out.shape[axis]
+    factors = (2 * radius + 1) / _window_counts(n, radius, np.float32)
+    view = [1] * out.ndim
+    view[axis] = -1
+    index = [slice(None)] * out.ndim
+    if 2 * radius >= n:                                 # every window is cut: the whole axis
+        out *= factors.reshape(view)
+        return
+    for strip in (slice(0, radius), slice(n - radius, n)):
+        index[axis] = strip
+        out[tuple(index)] *= factors[strip].reshape(view)
+
+
+def _guided_filter_2d(guide: np.ndarray, src: np.ndarray, radius: int, eps: float) -> np.ndarray:
+    """:func:`guided_filter` for float32 2-D slices, same formulas, with every box mean on the contiguous
+    axis: the first-level means come out in the swapped layout, a and b are formed there, and their
+    means come back in the input layout."""
+    if radius <= 0:                                    # 1-pixel windows: no variance, q = p
+        return np.array(src, dtype=np.float32, copy=True)
+    mean_i = _box_mean_swapped(guide, radius)
+    mean_p = _box_mean_swapped(src, radius)
+    a = _box_mean_swapped(guide * src, radius)
+    a -= mean_i * mean_p                               # cov(I, p)
+    var = _box_mean_swapped(guide * guide, radius)
+    var -= mean_i * mean_i
+    np.maximum(var, 0, out=var)                        # float32 E[I^2] - E[I]^2 can dip below 0 on flat regions
+    var += np.float32(eps)
+    a /= var
+    del var
+    mean_p -= a * mean_i                               # b = mean(p) - a mean(I)
+    out = _box_mean_swapped(a, radius)
+    out *= guide
+    out += _box_mean_swapped(mean_p, radius)
+    return out
 
 
 def window_fraction_inside(shape, window: int, spatial_dims: int = 2) -> np.ndarray:

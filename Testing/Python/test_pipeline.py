@@ -175,6 +175,24 @@ def test_cancel_raises_and_returns_nothing(phantom3d, kind):
     assert max(calls) < 1.0
 
 
+def test_native_3d_guided_filter_reports_within_the_call_and_can_be_cancelled(phantom3d):
+    # A native 3-D run is one block for the pipeline; GFF (the slowest classical method) reports its stages.
+    seen = []
+    mf.fuse([phantom3d["ct"], phantom3d["mri"]], method="guided_filter", mode="3d",
+            progress=lambda f, m: seen.append((f, m)))
+    inner = [m for _, m in seen if m.startswith("guided filter")]
+    assert len(inner) == 3 and [f for f, _ in seen] == sorted(f for f, _ in seen)
+    token = mf.CancelToken()
+
+    def progress(fraction, message):
+        if message.startswith("guided filter: saliency"):
+            token.cancel()                 # cancel inside the method, before the weights are filtered
+
+    with pytest.raises(FusionCancelled):
+        mf.fuse([phantom3d["ct"], phantom3d["mri"]], method="guided_filter", mode="3d", progress=progress,
+                cancel=token)
+
+
 def test_cancel_before_start():
     token = mf.CancelToken()
     token.cancel()

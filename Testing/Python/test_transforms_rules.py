@@ -42,6 +42,32 @@ def test_guided_filter_flat_guide_gives_box_mean_and_edges_are_preserved(rng):
     np.testing.assert_allclose(out, step, atol=1e-3)   # the step edge survives a 7x7 filter
 
 
+@pytest.mark.parametrize("shape, dims", [((3, 17, 20), 2), ((2, 5, 7, 9), 3), ((1, 1, 8), 2), ((4, 2, 3), 2)])
+def test_laplacian_filter_is_the_mirrored_second_difference(rng, shape, dims):
+    from scipy import ndimage as ndi
+
+    from MedFusionLib.transforms import laplacian_filter
+
+    x = rng.random(shape)
+    expected = sum(ndi.correlate1d(x, np.array([1.0, -2.0, 1.0]), axis=a, mode="mirror")
+                   for a in range(x.ndim - dims, x.ndim))
+    np.testing.assert_allclose(laplacian_filter(x, dims), expected, atol=1e-12)
+    assert laplacian_filter(x.astype(np.float32), dims).dtype == np.float32
+
+
+@pytest.mark.parametrize("radius", [0, 1, 7, 45])
+def test_float32_2d_guided_filter_path_matches_the_general_one(rng, radius):
+    # float32 2-D input takes the layout-swapping fast path; float64 the plain box means.
+    guide = rng.random((3, 37, 50))
+    src = (rng.random((3, 37, 50)) > 0.5).astype(np.float64)
+    fast = guided_filter(guide.astype(np.float32), src.astype(np.float32), radius, 1e-3)
+    assert fast.dtype == np.float32 and fast.shape == guide.shape and fast.flags.c_contiguous
+    np.testing.assert_allclose(fast, guided_filter(guide, src, radius, 1e-3), atol=2e-5)
+    guide_copy = guide.astype(np.float32)
+    guided_filter(guide_copy, src.astype(np.float32), radius, 1e-3)
+    np.testing.assert_array_equal(guide_copy, guide.astype(np.float32))       # inputs untouched
+
+
 @pytest.mark.parametrize("shape, dims", [((1, 37, 50), 2), ((2, 3, 64, 63), 2), ((1, 17, 20, 33), 3)])
 def test_laplacian_pyramid_perfect_reconstruction(rng, shape, dims):
     x = rng.standard_normal(shape).astype(np.float64)
