@@ -425,7 +425,7 @@ def _write_output(result: np.ndarray, reference, scene, output_node, name: Optio
     return output_node
 
 
-def fuse_volume_nodes(input_nodes: Sequence, method: str = pipeline.DEFAULT_METHOD, *, output_node=None,
+def fuse_volume_nodes(input_nodes: Sequence, method: str = pipeline.DEFAULT_METHOD, *, scene=None, output_node=None,
                       output_name: Optional[str] = None, progress: Optional[ProgressCallback] = None,
                       cancel: CancelLike = None, **fuse_kwargs):
     """Fuse two or more Slicer volume nodes into a volume node on the first node's grid.
@@ -441,6 +441,10 @@ def fuse_volume_nodes(input_nodes: Sequence, method: str = pipeline.DEFAULT_METH
         tensor and diffusion-weighted volumes are not supported. The nodes are not modified.
     method : str
         A registered fusion method (see :func:`MedFusionLib.methods`); default ``'laplacian'``.
+    scene : vtkMRMLScene, optional
+        The scene the inputs belong to and the output is added to (``slicer.mrmlScene`` in Slicer; any
+        scene of slicer-core outside it). Default: the first input's scene. Inputs of another scene are
+        refused.
     output_node : vtkMRMLScalarVolumeNode or vtkMRMLVectorVolumeNode, optional
         Node to write into (replacing its voxels, geometry and parent transform); it must be a scalar volume
         for grey output and a vector volume for colour output (an RGB input or a ``colormap`` makes the
@@ -482,6 +486,9 @@ def fuse_volume_nodes(input_nodes: Sequence, method: str = pipeline.DEFAULT_METH
     reference = nodes[0]
     for k, node in enumerate(nodes[1:], start=1):
         _check_pair_scene(node, reference, _describe(node, k))
+    if scene is not None and reference.GetScene() is not scene:
+        raise FusionInputError("the input volumes are not in the given scene; add them to it first "
+                               "(or leave scene=None to use theirs)")
     scene = reference.GetScene()
     if output_name is not None and not isinstance(output_name, str):
         raise FusionInputError(f"output_name must be a string or None; got {type(output_name).__name__}")

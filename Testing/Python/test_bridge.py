@@ -410,6 +410,13 @@ def test_nodes_must_share_one_scene(scene, pair):
     target = add_volume(other_scene, np.zeros(SHAPE, np.float32), "target elsewhere")
     with pytest.raises(FusionInputError, match="not in the input volumes' scene"):
         bridge.fuse_volume_nodes([ct, ct], "average", output_node=target)
+    # The scene can be given explicitly (as slicer.mrmlScene is in Slicer); a different one is refused.
+    before = other_scene.GetNumberOfNodes()
+    with pytest.raises(FusionInputError, match="not in the given scene"):
+        bridge.fuse_volume_nodes([ct, ct], "average", scene=other_scene)
+    assert other_scene.GetNumberOfNodes() == before
+    out = bridge.fuse_volume_nodes([ct, ct], "average", scene=scene)
+    assert out.GetScene() is scene
 
 
 # --- files ---------------------------------------------------------------------------------------------

@@ -199,6 +199,20 @@ def test_colour_fusion_gives_an_rgb_vector_volume(logic, volumes, colourMap):
     assert checks.fusionProblems(result.outputVolume, [mri, pet], colourMap) == []
 
 
+@pytest.mark.parametrize("colourMap", [None, "pet"])
+def test_learned_method_runs_through_the_logic(logic, volumes, colourMap):
+    # What the self-test's learned case does in Slicer, here on slicer-core's MRML: a shipped network.
+    pytest.importorskip("torch")
+    names = [spec.name for spec in logic.learnedMethods()]
+    assert {"ifcnn", "u2fusion", "cnn_weight_map"} <= set(names)
+    mri, pet = volumes["MRI"], volumes["PET"]
+    before = np.array(bridge.array_from_node(pet))
+    result = logic.process(mri, [pet], "ifcnn", colourMap=colourMap, device="cpu", showResult=False)
+    assert checks.fusionProblems(result.outputVolume, [mri, pet], colourMap) == []
+    assert result.outputVolume.IsA("vtkMRMLVectorVolumeNode") == (colourMap is not None)
+    np.testing.assert_array_equal(bridge.array_from_node(pet), before)
+
+
 def test_three_inputs_with_the_functional_input_last(logic, volumes):
     inputs = [volumes["MRI"], volumes["CT"], volumes["PET"]]
     result = logic.process(inputs[0], inputs[1:], "average", colourMap="pet", showResult=False)
