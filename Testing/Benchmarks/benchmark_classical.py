@@ -16,25 +16,16 @@ import argparse
 import json
 import os
 import platform
-import resource
-import statistics
 import subprocess
 import sys
-import time
 
 import numpy as np
+
+from _timing import median_seconds
 
 CLASSICAL = ["average", "weighted_average", "max", "min", "pca", "dwt", "laplacian", "guided_filter"]
 
 
-def _median_seconds(fn, repeats: int) -> float:
-    fn()  # warm-up (imports, caches)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def bench_methods(quick: bool) -> dict:
@@ -46,9 +37,9 @@ def bench_methods(quick: bool) -> dict:
     a3, b3 = rng.random((n, 256, 256), dtype=np.float32), rng.random((n, 256, 256), dtype=np.float32)
     rows = {}
     for method in CLASSICAL:
-        row = {"slice_pair_s": _median_seconds(lambda: mf.fuse([a2, b2], method=method), 3 if quick else 10)}
+        row = {"slice_pair_s": median_seconds(lambda: mf.fuse([a2, b2], method=method), 3 if quick else 10)}
         for mode in ("slices", "3d"):
-            row[f"volume_{mode}_s"] = _median_seconds(lambda: mf.fuse([a3, b3], method=method, mode=mode),
+            row[f"volume_{mode}_s"] = median_seconds(lambda: mf.fuse([a3, b3], method=method, mode=mode),
                                                       1 if quick else 3)
         rows[method] = row
         print(f"{method:18s} " + "  ".join(f"{k}={v:.3f}" for k, v in row.items()), flush=True)
@@ -70,8 +61,8 @@ def bench_metrics(quick: bool) -> dict:
     report = {}
     for label, (a, b) in pairs.items():
         f = fuse_protocol(a, b, "laplacian")
-        seconds = _median_seconds(lambda: metrics.evaluate_all(f, [a, b]), 3 if quick else 10)
-        per_metric = {name: _median_seconds(lambda: metrics.evaluate_all(f, [a, b], metrics=[name]), 3)
+        seconds = median_seconds(lambda: metrics.evaluate_all(f, [a, b]), 3 if quick else 10)
+        per_metric = {name: median_seconds(lambda: metrics.evaluate_all(f, [a, b], metrics=[name]), 3)
                       for name in metrics.METRICS}
         print(f"metrics, full set per 256x256 pair ({label}): {seconds:.3f} s", flush=True)
         report[label] = {"all_metrics_per_pair_s": seconds, "per_metric_s": per_metric}
@@ -119,12 +110,14 @@ def main() -> None:
     report = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                           "numpy": np.__version__, "torch_threads": torch.get_num_threads(),
                           "platform": platform.platform()}}
+    # Memory first: a child process starts with its parent's peak RSS (Linux keeps ru_maxrss across
+    # fork and exec), so the children must run before this process has held the benchmark volumes.
+    if "memory" in parts:
+        report["memory"] = bench_memory(args.quick)
     if "methods" in parts:
         report["methods"] = bench_methods(args.quick)
     if "metrics" in parts:
         report["metrics"] = bench_metrics(args.quick)
-    if "memory" in parts:
-        report["memory"] = bench_memory(args.quick)
     if args.json:
         with open(args.json, "w", encoding="utf-8") as fh:
             json.dump(report, fh, indent=2)

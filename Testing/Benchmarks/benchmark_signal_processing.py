@@ -30,11 +30,12 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import sys
 import time
 
 import numpy as np
+
+from _timing import median_seconds
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, ROOT)
@@ -42,14 +43,6 @@ sys.path.insert(0, ROOT)
 METHODS = ["nsst_papcnn", "nsst_abnm_wsml", "nsst_dcscm", "nsst_similarity", "nsct", "csr"]
 
 
-def _median_seconds(fn, repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def bench_transforms(quick: bool) -> dict:
@@ -63,9 +56,9 @@ def bench_transforms(quick: bool) -> dict:
     for name, dec, rec, dirs in (("nsst", nsst_decompose, nsst_reconstruct, (8, 8, 16, 16)),
                                  ("nsct", nsct_decompose, nsct_reconstruct, (4, 8, 8, 16))):
         rec(dec(image, dirs))                          # filters cached for 256 x 256
-        dec_s = _median_seconds(lambda: dec(image, dirs), 3 if quick else 10)
+        dec_s = median_seconds(lambda: dec(image, dirs), 3 if quick else 10)
         bands = dec(image, dirs)
-        rec_s = _median_seconds(lambda: rec(bands), 3 if quick else 10)
+        rec_s = median_seconds(lambda: rec(bands), 3 if quick else 10)
         err = float(np.linalg.norm(rec(bands) - image) / np.linalg.norm(image))
 
         def whole_volume():
@@ -123,7 +116,7 @@ def bench_csr(quick: bool, data_root) -> dict:
     def run_ours():
         ours_runs.append(cbpdn(filters, s, lmbda, rho=rho0, max_iter=max_iter, rel_tol=tol, device="cpu"))
 
-    ours_s = _median_seconds(run_ours, 1 if quick else 3)
+    ours_s = median_seconds(run_ours, 1 if quick else 3)
     ours = ours_runs[-1]
     report = {"image": source, "lambda": lmbda, "rel_stop_tol": tol, "max_iter": max_iter, "rho0": rho0,
               "dictionary": list(filters.shape), "torch_threads": torch.get_num_threads(),
@@ -181,7 +174,7 @@ def bench_methods(quick: bool) -> dict:
     pair = [ph["mri"], ph["pet"]]
     rows = {}
     for method in METHODS:
-        seconds = _median_seconds(lambda: mf.fuse(pair, method=method), 1 if quick else 3)
+        seconds = median_seconds(lambda: mf.fuse(pair, method=method), 1 if quick else 3)
         rows[method] = {"pair_256_s": seconds}
         print(f"{method:16s} {seconds:.2f} s per 256x256 pair", flush=True)
     return rows

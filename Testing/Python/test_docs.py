@@ -40,3 +40,27 @@ def test_readme_python_example_runs(capsys):
     exec(compile(blocks[0], "README.md", "exec"), {})
     out = capsys.readouterr().out
     assert "laplacian classical" in out and "'Qabf'" in out
+
+
+def test_model_cards_and_learned_evaluation_are_generated_from_the_weights_and_results():
+    docs = _update_docs()
+    with open(os.path.join(ROOT, "docs", "models.md"), encoding="utf-8") as fh:
+        models = fh.read()
+    assert docs.block(models, "cards") == docs.model_cards_table(), \
+        "docs/models.md is stale: run `python Testing/update_docs.py`"
+    for name in docs.MODEL_FILES:
+        assert docs.block(models, f"card-{name}") == docs.model_card(name), \
+            f"docs/models.md card of {name} is stale: run `python Testing/update_docs.py`"
+    with open(os.path.join(ROOT, "docs", "evaluation.md"), encoding="utf-8") as fh:
+        evaluation = fh.read()
+    assert docs.block(evaluation, "learned") == docs.learned_evaluation()
+    assert docs.block(_readme(), "results") == docs.results_table()
+
+
+def test_win_counting():
+    docs = _update_docs()
+    row = {m: "1.0" for m in docs.README_METRICS}
+    worse = dict(row, SD="0.5", VIF="nan")
+    assert docs.wins_against(row, worse) == ["SD"]                # NaN (undefined) counts as no win
+    assert docs.wins_against(worse, row) == []
+    assert docs.wins_against(row, (0.5,) * 8, docs.PUBLISHED_METRICS) == list(docs.PUBLISHED_METRICS)
