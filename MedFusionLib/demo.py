@@ -18,11 +18,12 @@ from . import colour, metrics, sampledata
 from .intensity import normalise, robust_window
 from .pipeline import colormaps_per_input
 
-# (output file stem, input names, method, fuse options): grey, colour, and three inputs.
+# (output file stem, input names, method, fuse options): grey, colour, a learned method, three inputs.
 _JOBS = [
     ("mri_ct_laplacian", ["mri", "ct"], "laplacian", {}),
     ("mri_ct_guided_filter", ["mri", "ct"], "guided_filter", {"mode": "slices"}),
     ("mri_pet_dwt_colour", ["mri", "pet"], "dwt", {"colormap": "pet"}),
+    ("mri_pet_ifcnn_colour", ["mri", "pet"], "ifcnn", {"colormap": "pet"}),       # a shipped learned network
     ("mri_ct_pet_laplacian_colour", ["mri", "ct", "pet"], "laplacian", {"colormap": [None, None, "hot"]}),
 ]
 

@@ -166,7 +166,8 @@ def test_demo_main_job(tmp_path):
     written = cli.main(["demo", "--out", str(tmp_path / "demo"), "--size", "48", "-q"])
     assert written == 0
     files = set(os.listdir(tmp_path / "demo"))
-    assert {"demo_slices.png", "metrics.json", "mri_ct_laplacian.nrrd", "mri_pet_dwt_colour.nrrd"} <= files
+    assert {"demo_slices.png", "metrics.json", "mri_ct_laplacian.nrrd", "mri_pet_dwt_colour.nrrd",
+            "mri_pet_ifcnn_colour.nrrd"} <= files
     scores = json.loads((tmp_path / "demo" / "metrics.json").read_text())
     assert scores["mri_ct_laplacian"]["Qabf"] > 0.2
     colour_node = bridge.load_volume(str(tmp_path / "demo" / "mri_pet_dwt_colour.nrrd"), bridge.new_scene())
