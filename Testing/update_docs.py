@@ -60,10 +60,28 @@ def results_table(path: str = RESULTS) -> str:
         rows = list(csv.DictReader(fh))
     head = ["set", "method"] + list(README_METRICS) + ["s/pair"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    footnotes = []
     for row in rows:
-        values = [f"{float(row[m]):.3f}" for m in README_METRICS] + [f"{float(row['seconds']):.3f}"]
+        values = [_cell(row, m) for m in README_METRICS] + [f"{float(row['seconds']):.3f}"]
         lines.append("| " + " | ".join([row["set"], f"`{row['method']}`"] + values) + " |")
+        if row.get("undefined"):
+            footnotes.append(f"{row['set']} `{row['method']}`: {row['undefined']}")
+    if footnotes:
+        lines += ["", "\\* mean over the pairs where the metric is defined; undefined on (metric:pairs) "
+                  + "; ".join(footnotes) + "."]
     return "\n".join(lines)
+
+
+def _cell(row, metric: str) -> str:
+    """A set mean to 3 decimals, starred when the metric was undefined on some pairs of the set."""
+    try:
+        value = float(row[metric])
+    except ValueError:
+        return "n/a"
+    if value != value:
+        return "n/a"
+    undefined = {part.split(":")[0] for part in (row.get("undefined") or "").split()}
+    return f"{value:.3f}" + ("*" if metric in undefined else "")
 
 
 def replace_block(text: str, name: str, body: str, where: str = "README.md") -> str:
@@ -199,7 +217,7 @@ def learned_evaluation() -> str:
         out += [f"#### {set_name} ({pairs} held-back pairs)", "",
                 "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for method, row in methods.items():
-            values = [f"{_value(row, m):.3f}" if _value(row, m) is not None else "n/a" for m in README_METRICS]
+            values = [_cell(row, m) for m in README_METRICS]
             won = f"{len(wins_against(row, methods['average']))}/9" if method != "average" and "average" in methods else ""
             published = ""
             if set_name in PUBLISHED["U2Fusion"]:
@@ -208,6 +226,10 @@ def learned_evaluation() -> str:
             label = f"**`{method}`**" if method in LEARNED else f"`{method}`"
             out.append("| " + " | ".join([label] + values + [f"{float(row['seconds']):.4f}", won, published]) + " |")
         out.append("")
+    undefined = [f"{r['set']} `{r['method']}`: {r['undefined']}" for r in rows if r.get("undefined")]
+    if undefined:
+        out.append("\\* mean over the pairs where the metric is defined (undefined metrics do not count as wins); "
+                   "undefined on (metric:pairs) " + "; ".join(undefined) + ".")
     return "\n".join(out).rstrip("\n")
 
 
