@@ -228,7 +228,7 @@ def learned_evaluation() -> str:
         out.append("")
     undefined = [f"{r['set']} `{r['method']}`: {r['undefined']}" for r in rows if r.get("undefined")]
     if undefined:
-        out.append("\\* mean over the pairs where the metric is defined (undefined metrics do not count as wins); "
+        out.append("\\* mean over the pairs where the metric is defined; "
                    "undefined on (metric:pairs) " + "; ".join(undefined) + ".")
     return "\n".join(out).rstrip("\n")
 
