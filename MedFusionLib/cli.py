@@ -286,7 +286,14 @@ def _cmd_train(args) -> int:
                          phantoms=args.phantoms, split=args.split, feature_net=args.feature_net,
                          show_progress=not args.quiet, command=_train_command_text(args),
                          options=_parse_params(args.set))
-    meta = train(config)
+    try:
+        meta = train(config)
+    except KeyboardInterrupt:
+        kept = [p for p in (checkpoint, config.log) if os.path.exists(p)]
+        print("medfusion: training interrupted; no weights were written"
+              + (f"; kept {' and '.join(kept)}: continue with --resume {checkpoint}" if checkpoint in kept else ""),
+              file=sys.stderr)
+        return EXIT_CANCELLED
     if args.checkpoint is None and os.path.exists(checkpoint):
         os.remove(checkpoint)      # the default checkpoint only serves an interrupted run
     if not args.quiet:

@@ -14,7 +14,8 @@ This package is imported only by the learned methods, the ``medfusion train`` co
     Configurable MONAI augmentation (rotation, flips, zoom, intensity scale and shift, noise).
 ``losses``
     Reusable loss pieces: SSIM (MONAI), intensity, gradient, perceptual (on the feature network trained
-    here), the adaptive weights of FusionDN and U2Fusion, PMGI's proportional loss.
+    here), the adaptive weights of FusionDN and U2Fusion (PMGI's proportional loss is
+    written in its recipe, ``recipes.py``).
 ``ewc``
     Elastic weight consolidation for sequential multi-task training.
 ``trainer``

@@ -115,10 +115,10 @@ class SiameseWeightNet(_Network):
 # --- 2. stacked convolutional autoencoder (Xia, Yin, Wang 2019) --------------------------------------------
 class StackedAutoencoderNet(_Network):
     """DSCNN-style network: a fixed first layer splits the image into a low-frequency (Gaussian) and a
-    high-frequency (image minus Gaussian, the difference-of-Gaussians form of the Gauss-Laplace filter)
-    sub-image; each goes through its own stack of convolutional units, each unit trained greedily as an
-    autoencoder and then stacked; the unit decoders map (fused) features back to the sub-images and a
-    last layer reconstructs the image from the two.
+    high-frequency (image minus Gaussian: an unsharp-mask high-pass standing in for the paper's Laplacian
+    filter, so that low + high is exactly the image) sub-image; each goes through its own stack of
+    convolutional units, each unit trained greedily as an autoencoder and then stacked; the unit decoders
+    map (fused) features back to the sub-images and a last layer reconstructs the image from the two.
     """
 
     STREAMS = ("low", "high")

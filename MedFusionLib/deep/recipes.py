@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..errors import FusionInputError
+from ..errors import FusionInputError, WeightsError
 from . import data as D
 from . import losses as L
 from .augment import AugmentConfig, build_augmentation
@@ -28,7 +28,7 @@ from .ewc import EWC
 from .networks import (FeatureNet, FusionDNNet, IFCNNNet, PMGINet, SiameseWeightNet, StackedAutoencoderNet,
                        U2FusionNet)
 from .trainer import Phase, Trainer, seed_everything
-from .weights import (build_network, load_model, machine_description, read_weights, resolve_device, save_weights,
+from .weights import (_missing_message, build_network, load_model, machine_description, read_weights, resolve_device, save_weights,
                       weights_path)
 
 
@@ -88,18 +88,24 @@ class RecipeInfo:
     build: Callable = None
     options: Dict[str, object] = field(default_factory=dict)
     choices: Dict[str, Sequence[str]] = field(default_factory=dict)
+    min_patch: int = 8
+    patch_multiple: int = 1
 
 
 RECIPES: Dict[str, RecipeInfo] = {}
+#: Recipes whose losses use the feature network (it must exist before they train).
+NEEDS_FEATURE_NET = ("ifcnn", "fusiondn", "u2fusion")
 
 
 def recipe(name: str, *, phases: Dict[str, int], batch_size: int, patch: int, lr: float, summary: str,
-           options: Optional[Dict[str, object]] = None, choices: Optional[Dict[str, Sequence[str]]] = None):
+           options: Optional[Dict[str, object]] = None, choices: Optional[Dict[str, Sequence[str]]] = None,
+           min_patch: int = 8, patch_multiple: int = 1):
     """Register a recipe; ``options`` are its tunable hyper-parameters and their defaults (``--set KEY=VALUE``),
-    ``choices`` the allowed values of its string options (checked before any data is loaded)."""
+    ``choices`` the allowed values of its string options, ``min_patch`` / ``patch_multiple`` the patch sides
+    its networks and losses accept (all checked before any data is loaded)."""
     def decorator(func):
         RECIPES[name] = RecipeInfo(dict(phases), batch_size, patch, lr, summary, func, dict(options or {}),
-                                   dict(choices or {}))
+                                   dict(choices or {}), min_patch, patch_multiple)
         return func
     return decorator
 
@@ -219,7 +225,8 @@ def _reconstruction_step(opt, y: torch.Tensor, x: torch.Tensor) -> Dict[str, flo
 
 # --- recipes ----------------------------------------------------------------------------------------------
 @recipe("feature_net", phases={"denoise": 1000}, batch_size=16, patch=64, lr=1e-3,
-        summary="denoising autoencoder on natural and medical patches (perceptual features)")
+        summary="denoising autoencoder on natural and medical patches (perceptual features)",
+        min_patch=16, patch_multiple=4)     # two stride-2 stages and their decoder; the 11-tap SSIM
 def _feature_net(ctx: DataContext, config: TrainConfig, device, plan) -> Build:
     model = _initial(FeatureNet(), config).to(device)
     sampler = D.PatchSampler(ctx.singles(), plan["patch"], augment=plan["augment"], seed=config.seed)
@@ -236,7 +243,8 @@ def _feature_net(ctx: DataContext, config: TrainConfig, device, plan) -> Build:
 
 
 @recipe("cnn_weight_map", phases={"classify": 1000}, batch_size=128, patch=16, lr=1e-3,
-        summary="Siamese CNN classifying (clear, blurred) patch pairs (Liu et al. 2017)")
+        summary="Siamese CNN classifying (clear, blurred) patch pairs (Liu et al. 2017)",
+        min_patch=8, patch_multiple=4)      # a 2x2 max-pool, then a fully connected layer over patch/2
 def _cnn_weight_map(ctx: DataContext, config: TrainConfig, device, plan) -> Build:
     model = _initial(SiameseWeightNet(patch=plan["patch"]), config).to(device)
     sampler = D.PatchSampler(ctx.singles(), plan["patch"], augment=plan["augment"], seed=config.seed)
@@ -266,7 +274,8 @@ def _cnn_weight_map(ctx: DataContext, config: TrainConfig, device, plan) -> Buil
 
 
 @recipe("dscnn", phases={"unit1": 500, "unit2": 500, "stack": 800}, batch_size=16, patch=64, lr=1e-3,
-        summary="fixed Gauss/DoG layer + conv units trained greedily as autoencoders, then stacked (Xia et al. 2019)")
+        summary="fixed Gauss/high-pass layer + conv units trained greedily as autoencoders, then stacked (Xia et al. 2019)",
+        min_patch=16)                       # the 11-tap SSIM of the stacked phase
 def _dscnn(ctx: DataContext, config: TrainConfig, device, plan) -> Build:
     model = _initial(StackedAutoencoderNet(), config).to(device)
     sampler = D.PatchSampler(ctx.singles(), plan["patch"], augment=plan["augment"], seed=config.seed)
@@ -390,8 +399,8 @@ def _pmgi(ctx: DataContext, config: TrainConfig, device, plan) -> Build:
 
     phases = [Phase("fusion", plan["phases"]["fusion"], step, {"adam": opt}, columns=("loss", "intensity", "gradient"))]
     if adaptive:
-        text = (f"per-pixel proportions: softmax(S / {opt_['tau_int']}) on |F - S|^2 + {opt_['beta']} x "
-                f"softmax(|grad S| / {opt_['tau_grad']}) on |lap F - lap S|^2")
+        text = (f"per-pixel proportions: 2 x mean of softmax(S / {opt_['tau_int']}) |F - S|^2 + {opt_['beta']} x 2 x "
+                f"mean of softmax(|grad S| / {opt_['tau_grad']}) |lap F - lap S|^2")
     else:
         text = (f"intensity ({opt_['int_a']}, {opt_['int_b']}) x MSE + {opt_['beta']} x gradient "
                 f"({opt_['grad_a']}, {opt_['grad_b']}) x MSE of the Laplacian")
@@ -450,8 +459,8 @@ def _sequential_build(name: str, model: torch.nn.Module, ctx: DataContext, confi
 
 
 @recipe("fusiondn", phases={"multiexposure": 300, "multifocus": 300, "multimodal": 900}, batch_size=12, patch=64,
-        lr=1e-3, summary="densely connected net, quality-adaptive SSIM + perceptual + gradient loss, EWC over "
-                         "three tasks (Xu et al. 2020)",
+        lr=1e-3, min_patch=16, summary="densely connected net, quality-adaptive SSIM + perceptual + gradient loss, "
+                                       "EWC over three tasks (Xu et al. 2020)",
         options={"weights": "pixel", "c": 15.0, "w_en": 12.0, "w_quality": 1.0, "w_intensity": 1.0, "window": 7,
                  "w_perceptual": 1.0, "w_gradient": 1800.0, "ewc": 2000.0}, choices={"weights": ("pixel", "image")})
 def _fusiondn(ctx: DataContext, config: TrainConfig, device, plan) -> Build:
@@ -520,8 +529,8 @@ def _per_sample_perceptual(feature_net, x, y, layers=(1, 2, 3)):
 
 
 @recipe("u2fusion", phases={"multiexposure": 300, "multifocus": 300, "multimodal": 900}, batch_size=12, patch=64,
-        lr=1e-3, summary="dense net, SSIM + MSE weighted by feature-information measurement, EWC over three tasks "
-                         "(Xu et al. 2020)",
+        lr=1e-3, min_patch=16, summary="dense net, SSIM + MSE weighted by feature-information measurement, EWC "
+                                       "over three tasks (Xu et al. 2020)",
         options={"weights": "image", "alpha": 20.0, "ewc": 2000.0}, choices={"weights": ("image", "pixel")})
 def _u2fusion(ctx: DataContext, config: TrainConfig, device, plan) -> Build:
     """U2Fusion's loss sum_k w_k [(1 - SSIM(F, S_k)) + alpha MSE(F, S_k)] with w = softmax(g / c) of the
@@ -592,18 +601,45 @@ def train(config: TrainConfig) -> Dict[str, object]:
             raise FusionInputError(f"{name} must be positive; got {value}")
     if config.lr is not None and not (config.lr > 0 and math.isfinite(config.lr)):
         raise FusionInputError(f"learning rate must be positive; got {config.lr}")
-    if config.method == "cnn_weight_map" and config.patch is not None and (config.patch % 4 or config.patch < 8):
-        raise FusionInputError("cnn_weight_map patches must be a multiple of 4, at least 8")
+    patch = config.patch or info.patch
+    if patch < info.min_patch or patch % info.patch_multiple:
+        rule = f"at least {info.min_patch}" + (f" and a multiple of {info.patch_multiple}" if info.patch_multiple > 1 else "")
+        raise FusionInputError(f"{config.method} patches must be {rule} pixels; got --patch {patch}")
+    for flag, path in (("--resume", config.resume), ("--init", config.init)):
+        if path and not os.path.isfile(path):
+            raise FusionInputError(f"{flag} {path!r} does not exist")
+    if config.method in NEEDS_FEATURE_NET:
+        feature_path = config.feature_net or weights_path("feature_net")
+        if not os.path.isfile(feature_path):
+            raise WeightsError(_missing_message("feature_net", feature_path, "are missing"))
+    _check_writable(config.out, "--out")
+    for flag, path in (("--log", config.log), ("--checkpoint", config.checkpoint)):
+        if path:
+            _check_writable(path, flag)
     seed_everything(config.seed)
     plan = {"phases": _scaled_phases(info, config.steps), "batch_size": config.batch_size or info.batch_size,
             "patch": config.patch or info.patch, "lr": config.lr or info.lr,
             "augment": build_augmentation(config.augment, 2), "options": recipe_options(config)}
     ctx = DataContext(config)
     build = info.build(ctx, config, device, plan)
+    # What a checkpoint must agree on to be resumed by this run (a different run's checkpoint is refused).
+    signature = {"seed": config.seed, "steps": plan["phases"], "batch_size": plan["batch_size"], "patch": plan["patch"],
+                 "lr": plan["lr"], "options": plan["options"], "augment": config.augment.to_dict(),
+                 "data": [os.path.abspath(d) for d in config.data], "split": config.split,
+                 "natural": config.natural, "phantoms": config.phantoms}
     trainer = Trainer(config.method, build.modules, samplers=build.samplers, extra=build.extra, log_path=config.log,
                       checkpoint_path=config.checkpoint, checkpoint_every=config.checkpoint_every,
-                      show_progress=config.show_progress)
-    result = trainer.run(build.phases, resume=config.resume)
+                      show_progress=config.show_progress, signature=signature)
+    created = [p for p in (config.log, config.checkpoint) if p and not os.path.exists(p)]
+    try:
+        result = trainer.run(build.phases, resume=config.resume)
+    except KeyboardInterrupt:
+        raise                   # the checkpoint and the log are kept for --resume
+    except Exception:
+        for path in created:    # an error, not a user's interruption: leave nothing half-written
+            if os.path.exists(path):
+                os.remove(path)
+        raise
     meta = {"command": config.command or f"medfusion train {config.method} ...",
             "recipe": info.summary, "seed": config.seed, "steps": plan["phases"], "batch_size": plan["batch_size"],
             "patch": plan["patch"], "lr": plan["lr"], "augment": config.augment.to_dict(),
@@ -614,6 +650,19 @@ def train(config: TrainConfig) -> Dict[str, object]:
     build.model.eval()
     save_weights(config.out, config.method, build.model, meta)
     return meta
+
+
+def _check_writable(path: str, flag: str) -> None:
+    """Refuse an output path that is a folder or whose folder cannot be created or written to, before
+    any data is loaded (rather than failing after training)."""
+    path = os.path.abspath(path)
+    if os.path.isdir(path):
+        raise FusionInputError(f"{flag} {path!r} is a folder; give a file name")
+    folder = os.path.dirname(path)
+    while not os.path.exists(folder):
+        folder = os.path.dirname(folder)
+    if not os.path.isdir(folder) or not os.access(folder, os.W_OK | os.X_OK):
+        raise FusionInputError(f"{flag} {path!r}: cannot write in {folder!r}")
 
 
 def command_line(argv: Optional[Sequence[str]] = None) -> str:

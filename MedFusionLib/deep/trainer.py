@@ -91,12 +91,17 @@ class Trainer:
         of ``log_every`` steps (and at the end of each phase) with the mean of the values since the last row.
     checkpoint_path : str, optional
         Where checkpoints are written (every ``checkpoint_every`` steps, at the end, and on Ctrl-C).
+    signature : dict, optional
+        The run's settings (seed, steps, options...): stored in checkpoints, and a checkpoint with another
+        signature is refused on resume.
     """
 
     def __init__(self, method: str, modules: Dict[str, torch.nn.Module], *, samplers: Optional[dict] = None,
                  extra: Optional[dict] = None, log_path: Optional[str] = None, checkpoint_path: Optional[str] = None,
-                 checkpoint_every: int = 0, log_every: int = 10, show_progress: bool = True):
+                 checkpoint_every: int = 0, log_every: int = 10, show_progress: bool = True,
+                 signature: Optional[dict] = None):
         self.method = method
+        self.signature = dict(signature or {})
         self.modules = modules
         self.samplers = samplers or {}
         self.extra = extra or {}
@@ -111,7 +116,8 @@ class Trainer:
 
     # --- checkpoints ----------------------------------------------------------------------------------------
     def _state(self, phases: Sequence[Phase]) -> dict:
-        return {"format": CHECKPOINT_FORMAT, "method": self.method, "step": self.step, "elapsed": self.elapsed,
+        return {"format": CHECKPOINT_FORMAT, "method": self.method, "signature": self.signature,
+                "step": self.step, "elapsed": self.elapsed,
                 "modules": {k: m.state_dict() for k, m in self.modules.items()},
                 "optimisers": {f"{p.name}/{k}": o.state_dict() for p in phases for k, o in p.optimisers.items()},
                 "samplers": {k: s.state() for k, s in self.samplers.items()},
@@ -139,6 +145,11 @@ class Trainer:
             raise FusionError(f"{path!r} is not a medfusion training checkpoint")
         if state["method"] != self.method:
             raise FusionError(f"checkpoint {path!r} is of method {state['method']!r}, not {self.method!r}")
+        if state.get("signature", {}) != self.signature:
+            theirs = state.get("signature", {})
+            differ = sorted(k for k in set(theirs) | set(self.signature) if theirs.get(k) != self.signature.get(k))
+            raise FusionError(f"checkpoint {path!r} was written by a run with other settings ({', '.join(differ)}); "
+                              f"resume with the options of that run")
         try:
             for k, m in self.modules.items():
                 m.load_state_dict(state["modules"][k])

@@ -57,6 +57,14 @@ def weight_map(a, b, device: str = "auto", progress=None) -> np.ndarray:
     a, b = np.asarray(a), np.asarray(b)
     if a.shape != b.shape or a.ndim not in (2, 3):
         raise FusionInputError(f"weight_map takes two images of one shape, (H, W) or (B, H, W); got {a.shape} and {b.shape}")
+    for name, x in (("a", a), ("b", b)):
+        if x.dtype.kind not in "iuf":
+            raise FusionInputError(f"weight_map: {name} must be a real numeric array; got dtype {x.dtype}")
+        if not np.isfinite(x).all():
+            raise FusionInputError(f"weight_map: {name} contains NaN or Inf")
+        if x.size and (x.min() < 0 or x.max() > 1):
+            raise FusionInputError(f"weight_map: {name} must be in [0, 1] (normalise it first, e.g. with "
+                                   f"MedFusionLib.intensity); got values in [{x.min():g}, {x.max():g}]")
     return _weight_map(a, b, device, progress)
 
 

@@ -4,7 +4,7 @@ Usage (from the repository root, under the shared lock so nothing else runs):
 
     flock /tmp/medfusion-heavy.lock python Testing/Benchmarks/benchmark_deep.py [--quick] [--device cpu|cuda] [--json out.json]
 
-Figures recorded in docs/models.md. Timings are the whole ``MedFusionLib.fuse`` call (normalisation and
+Figures recorded in docs/benchmarks.md. Timings are the whole ``MedFusionLib.fuse`` call (normalisation and
 weight loading from the cache included; the first call, which loads the weights, is a warm-up): the median
 seconds per 256 x 256 pair over repeated runs, and slices per second fusing two 200 x 256 x 256 float32
 volumes slice-wise (slices batched by the pipeline, mini-batched through the network).

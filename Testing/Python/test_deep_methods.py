@@ -96,6 +96,11 @@ def test_cnn_weight_map_prefers_the_sharper_image(slices):
     np.testing.assert_allclose(batch[0], w, atol=1e-6)
     with pytest.raises(FusionInputError):
         weight_map(sharp, blurred[:-1])
+    bad_nan = sharp.copy()
+    bad_nan[0, 0] = np.nan
+    for bad, message in ((bad_nan, "NaN"), (sharp * 255, r"\[0, 1\]"), (sharp.astype(str), "numeric")):
+        with pytest.raises(FusionInputError, match=message):
+            weight_map(bad, blurred)
 
 
 def test_progress_reports_and_cancel(slices):

@@ -249,6 +249,8 @@ def test_every_recipe_trains_a_few_steps(method, tmp_path, pair_folder, feature_
     # Same seed, same weights.
     again = train(_config(method, str(tmp_path / "again.pt"), pair_folder, feature_net_path))
     assert again["final_losses"] == meta["final_losses"]
+    first, second = payload["state_dict"], read_weights(str(tmp_path / "again.pt"), method)["state_dict"]
+    assert first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
 
 
 @pytest.mark.parametrize("method, options", [("fusiondn", {"weights": "image"}), ("u2fusion", {"weights": "pixel"}),
@@ -292,6 +294,72 @@ def test_fine_tuning_starts_from_the_shipped_weights(tmp_path, pair_folder, feat
     after = read_weights(str(tmp_path / "tuned.pt"), "ifcnn")
     assert before["arch"] == after["arch"] and after["meta"]["init"] == shipped
     assert any(not torch.equal(before["state_dict"][k], after["state_dict"][k]) for k in before["state_dict"])
+
+
+def test_resume_across_phases_with_ewc_reproduces_an_uninterrupted_run(tmp_path, pair_folder, feature_net_path,
+                                                                         monkeypatch):
+    # FusionDN: three phases with EWC consolidation between them. A checkpoint taken at step 2 (the end of the
+    # second phase, before its consolidation ran) must resume to exactly the weights of the straight run.
+    from MedFusionLib.deep import trainer as T
+
+    original = T.Trainer.save_checkpoint
+    kept = str(tmp_path / "at_step_2.ckpt")
+
+    def save_and_keep(self, phases, path=None):
+        saved = original(self, phases, path)
+        if self.step == 2 and saved:
+            import shutil
+            shutil.copy(saved, kept)
+        return saved
+
+    monkeypatch.setattr(T.Trainer, "save_checkpoint", save_and_keep)
+    straight = str(tmp_path / "straight.pt")
+    train(_config("fusiondn", straight, pair_folder, feature_net_path, steps=4, checkpoint=str(tmp_path / "run.ckpt"),
+                  checkpoint_every=2))
+    monkeypatch.setattr(T.Trainer, "save_checkpoint", original)
+    assert os.path.exists(kept)
+    resumed = str(tmp_path / "resumed.pt")
+    train(_config("fusiondn", resumed, pair_folder, feature_net_path, steps=4, resume=kept,
+                  checkpoint=str(tmp_path / "run2.ckpt")))
+    a, b = read_weights(straight, "fusiondn")["state_dict"], read_weights(resumed, "fusiondn")["state_dict"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    # A checkpoint of a run with other settings is refused.
+    with pytest.raises(FusionError, match="other settings"):
+        train(_config("fusiondn", str(tmp_path / "x.pt"), pair_folder, feature_net_path, steps=4, resume=kept,
+                      options={"c": "5"}))
+
+
+def test_training_input_is_checked_before_any_work(tmp_path, pair_folder, feature_net_path):
+    for method, patch, message in (("feature_net", 30, "multiple of 4"), ("fusiondn", 8, "at least 16"),
+                                   ("cnn_weight_map", 10, "multiple of 4")):
+        with pytest.raises(FusionInputError, match=message):
+            train(_config(method, str(tmp_path / "x.pt"), pair_folder, feature_net_path, patch=patch,
+                          log=str(tmp_path / "x.log.csv")))
+    with pytest.raises(FusionInputError, match="does not exist"):
+        train(_config("pmgi", str(tmp_path / "x.pt"), pair_folder, None, resume=str(tmp_path / "none.ckpt")))
+    with pytest.raises(FusionInputError, match="is a folder"):
+        train(_config("pmgi", str(tmp_path), pair_folder, None))
+    if os.geteuid() != 0:                     # root may write anywhere
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o500)
+        with pytest.raises(FusionInputError, match="cannot write"):
+            train(_config("pmgi", str(locked / "w.pt"), pair_folder, None))
+    assert sorted(os.listdir(tmp_path)) == (["locked"] if os.geteuid() != 0 else [])
+
+
+def test_a_failing_run_leaves_no_log_or_checkpoint(tmp_path, pair_folder, monkeypatch):
+    from MedFusionLib.deep import trainer as T
+
+    def broken(self, phases, resume=None):
+        with open(self.log_path, "w") as fh:         # a run that wrote its log, then failed
+            fh.write("step\n")
+        raise RuntimeError("simulated failure")
+
+    monkeypatch.setattr(T.Trainer, "run", broken)
+    log, ckpt = tmp_path / "w.log.csv", tmp_path / "w.ckpt"
+    with pytest.raises(RuntimeError, match="simulated"):
+        train(_config("pmgi", str(tmp_path / "w.pt"), pair_folder, None, log=str(log), checkpoint=str(ckpt)))
+    assert not log.exists() and not ckpt.exists() and not (tmp_path / "w.pt").exists()
 
 
 def test_training_errors(tmp_path, pair_folder):
