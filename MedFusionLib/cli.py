@@ -83,13 +83,20 @@ def _parse_colormap(text: Optional[str]):
 
 
 # --- methods ------------------------------------------------------------------------------------------
+def _shown_default(param) -> str:
+    """A parameter's default for listings: ``(8, 8, 16, 16)`` for a list of numbers (not ``8.0, ...``)."""
+    if param.kind == "floats" and param.default is not None:
+        return "(" + ", ".join(f"{float(v):g}" for v in param.default) + ")"
+    return repr(param.default)
+
+
 def methods_markdown(specs=None) -> str:
     """The method table of the README, generated from the registry."""
     specs = list_methods() if specs is None else specs
     lines = ["| method | family | what it does | 3-D | inputs | parameters (default) | reference |",
              "|---|---|---|---|---|---|---|"]
     for s in specs:
-        params = ", ".join(f"`{p.name}`={p.default!r}" for p in s.params) or "none"
+        params = ", ".join(f"`{p.name}`={_shown_default(p)}" for p in s.params) or "none"
         lines.append(f"| `{s.name}` | {s.family} | {s.summary} | {'native' if s.supports_3d else 'slice-wise'} "
                      f"| {s.describe_inputs()} | {params} | {s.reference} |")
     return "\n".join(lines)
@@ -108,7 +115,7 @@ def _cmd_methods(args) -> int:
             print(f"    {s.summary}")
             print(f"    Reference: {s.reference}")
             for p in s.params:
-                print(f"    --param {p.name}=<{p.kind}>  default {p.default!r}, allowed {p.describe_range()}: {p.help}")
+                print(f"    --param {p.name}=<{p.kind}>  default {_shown_default(p)}, allowed {p.describe_range()}: {p.help}")
             print()
     return EXIT_OK
 
