@@ -161,13 +161,15 @@ def cbpdn(dictionary, signal, lmbda: float, *, rho: Optional[float] = None, max_
     dsf = df.conj()[None] * sf[:, None]                          # (B, M, H, Wr)
     dd = (df.real ** 2 + df.imag ** 2).sum(0)                    # (H, Wr) sum_m |d^_m|^2
 
-    def factors(rho_value):
-        c = df.conj() / (rho_value + dd)                         # Sherman-Morrison factor
-        # x^ for y - u = 0: (dsf - c * sum_m d^_m dsf_m) / rho, with sum_m d^_m dsf_m = dd s^
-        k = (dsf - c[None] * (dd * sf)[:, None]) / rho_value
-        return c, k
+    ddsf = dd[None] * sf                                         # (B, H, Wr) sum_m d^_m dsf_m = dd s^
 
-    c, k = factors(rho)
+    def factors(rho_value):
+        # Sherman-Morrison factor, and the constant part of the x-step: for z = y - u,
+        # x^ = z^ + dsf / rho - c (sum_m d^_m z^_m + dd s^ / rho). Only these small arrays depend on rho, so
+        # a penalty change (often every iteration under residual balancing) costs no (B, M, H, Wr) pass.
+        return df.conj() / (rho_value + dd), 1.0 / rho_value
+
+    c, inv_rho = factors(rho)
     shape_x = (n_batch, n_filters, height, width)
     if x0 is None:
         y = torch.zeros(shape_x, device=dev)
@@ -180,9 +182,9 @@ def cbpdn(dictionary, signal, lmbda: float, *, rho: Optional[float] = None, max_
     iteration = 0
     for iteration in range(1, max_iter + 1):
         zf = torch.fft.rfft2(torch.sub(y, u, out=work))
-        # x^ = k + z^ - c sum_m d^_m z^_m  (Sherman-Morrison at every frequency)
-        inner = torch.einsum("mhw,bmhw->bhw", df, zf)
-        xf = zf.add_(k).addcmul_(c[None], inner[:, None], value=-1)
+        # x^ = z^ + dsf / rho - c (sum_m d^_m z^_m + dd s^ / rho)  (Sherman-Morrison at every frequency)
+        inner = torch.einsum("mhw,bmhw->bhw", df, zf).add_(ddsf, alpha=inv_rho)
+        xf = zf.add_(dsf, alpha=inv_rho).addcmul_(c[None], inner[:, None], value=-1)
         x = torch.fft.irfft2(xf, s=(height, width))
         y_prev = y
         if relax != 1.0:
@@ -190,7 +192,7 @@ def cbpdn(dictionary, signal, lmbda: float, *, rho: Optional[float] = None, max_
         else:
             xr = x.clone()
         v = xr.add_(u)                                             # x_r + u (xr is not needed after)
-        y = v - torch.clamp(v, -lmbda / rho, lmbda / rho)          # soft thresholding
+        y = torch.nn.functional.softshrink(v, lmbda / rho)          # soft thresholding, one fused pass
         u = v.sub_(y)                                              # u + x_r - y
         if iteration % check_every == 0 or iteration == max_iter:
             dims = (1, 2, 3)
@@ -220,7 +222,7 @@ def cbpdn(dictionary, signal, lmbda: float, *, rho: Optional[float] = None, max_
                 if factor != 1.0:
                     rho *= factor
                     u = u / factor
-                    c, k = factors(rho)
+                    c, inv_rho = factors(rho)
         if progress is not None and iteration % 10 == 0:
             progress(iteration / max_iter, f"CBPDN iteration {iteration}")
     coef = y.cpu().numpy()
