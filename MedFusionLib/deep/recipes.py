@@ -11,8 +11,6 @@ from __future__ import annotations
 import datetime
 import math
 import os
-import shlex
-import sys
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence
 
@@ -424,7 +422,7 @@ def _task_batch(task: str, sampler: D.PatchSampler, bs: int) -> np.ndarray:
 TASKS = ("multiexposure", "multifocus", "multimodal")
 
 
-def _sequential_build(name: str, model: torch.nn.Module, ctx: DataContext, config: TrainConfig, device, plan,
+def _sequential_build(model: torch.nn.Module, ctx: DataContext, config: TrainConfig, device, plan,
                       task_loss: Callable, ewc_weight: float, columns: Sequence[str], meta: dict) -> Build:
     """Phases of FusionDN / U2Fusion: one per task, in order, the loss of later tasks plus the EWC penalty
     of the earlier ones; Fisher information from 20 batches of each finished task."""
@@ -517,7 +515,7 @@ def _fusiondn(ctx: DataContext, config: TrainConfig, device, plan) -> Build:
     else:
         text = (f"sum_k w_k [(1 - SSIM(F, S_k)) + {w_per} perceptual + {w_grad} MSE of gradients], "
                 f"w = softmax(({w_q} sharpness + {w_en} EN) / {c}) per image; EWC between tasks")
-    return _sequential_build("fusiondn", model, ctx, config, device, plan, task_loss, ewc_weight=opt_["ewc"],
+    return _sequential_build(model, ctx, config, device, plan, task_loss, ewc_weight=opt_["ewc"],
                              columns=("ssim", "perceptual", "gradient", "w_first"), meta={"loss": text})
 
 
@@ -562,7 +560,7 @@ def _u2fusion(ctx: DataContext, config: TrainConfig, device, plan) -> Build:
         return loss, {"ssim": ssim_l.item(), "mse": mse.item(), "w_first": w[0].mean().item(),
                       "info": g.mean().item()}
 
-    return _sequential_build("u2fusion", model, ctx, config, device, plan, task_loss, ewc_weight=opt_["ewc"],
+    return _sequential_build(model, ctx, config, device, plan, task_loss, ewc_weight=opt_["ewc"],
                              columns=("ssim", "mse", "w_first", "info"),
                              meta={"loss": f"sum_k w_k [(1 - SSIM(F, S_k)) + {alpha} MSE(F, S_k)], w = softmax(g / c) "
                                            f"per {opt_['weights']}, g the feature-gradient information of each source; "
@@ -663,9 +661,3 @@ def _check_writable(path: str, flag: str) -> None:
         folder = os.path.dirname(folder)
     if not os.path.isdir(folder) or not os.access(folder, os.W_OK | os.X_OK):
         raise FusionInputError(f"{flag} {path!r}: cannot write in {folder!r}")
-
-
-def command_line(argv: Optional[Sequence[str]] = None) -> str:
-    """The command as typed (recorded in the weights' metadata)."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    return "medfusion " + " ".join(shlex.quote(a) for a in argv)

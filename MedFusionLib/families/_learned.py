@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from typing import Any, Callable, Mapping, Optional, Tuple
 
-from ..errors import FusionInputError
 from ..registry import Param
 
 #: The Slicer panel's device selector sets this parameter (MedFusion/MedFusionModuleLib/controls.py).
@@ -36,11 +35,6 @@ def learned_check(method: str, extra: Optional[Callable[[Mapping[str, Any], int,
     return check
 
 
-def check_odd_window(method: str):
-    def check(params, n_inputs, shape):
-        if params.get("window", 1) % 2 == 0:
-            raise FusionInputError(f"method {method!r}: window must be odd; got {params['window']}")
-    return check
 
 #: What ``medfusion train`` can train: the learned methods and the feature network of their losses.
 TRAINABLE = ("feature_net", "cnn_weight_map", "dscnn", "ifcnn", "pmgi", "fusiondn", "u2fusion")

@@ -64,13 +64,13 @@ def guided_filter_fusion(stack: np.ndarray, base_radius: int = 15, saliency_radi
         return box_mean(source, base_radius, spatial_dims), saliency
 
     def weights(n: int, winner: np.ndarray):
-        """Both weight maps of source n and its weighted base and detail layers (in the worker thread)."""
+        """Source n's weighted base and detail layers and its two weight maps (in the worker thread)."""
         p = (winner == n).astype(np.float32)
         w_base = guided_filter(stack[n], p, base_filter_radius, base_filter_eps, spatial_dims)
         w_detail = guided_filter(stack[n], p, detail_filter_radius, detail_filter_eps, spatial_dims)
         detail = np.subtract(stack[n], base[n], dtype=np.float32)
         detail *= w_detail
-        return w_base, w_detail, w_base * base[n], detail
+        return [w_base * base[n], detail, w_base, w_detail]
 
     with ThreadPoolExecutor(min(_WORKERS, n_sources)) as pool:
         parts = list(pool.map(split, range(n_sources)))
@@ -81,13 +81,13 @@ def guided_filter_fusion(stack: np.ndarray, base_radius: int = 15, saliency_radi
         futures = [pool.submit(weights, n, winner) for n in range(n_sources)]
         sums = None      # [weighted base, weighted detail, base weights, detail weights], summed over sources
         for n, future in enumerate(futures):          # accumulated in input order, reported from this thread
-            result = future.result()
+            terms = future.result()
             if sums is None:
-                sums = list(result[2:]) + list(result[:2])
+                sums = terms
             else:
-                for total, term in zip(sums, result[2:] + result[:2]):
+                for total, term in zip(sums, terms):
                     total += term
-            del result
+            del terms
             report(0.1 + 0.9 * (n + 1) / n_sources, f"guided filter: weights of input {n + 1} of {n_sources}")
         fused_base, fused_detail, total_base, total_detail = (np.ascontiguousarray(a).reshape(-1) for a in sums)
         del sums

@@ -17,20 +17,21 @@ from __future__ import annotations
 import numpy as np
 
 from ..registry import Param, register
-from ._learned import DEVICE, FAMILY, check_odd_window, learned_check
+from ._common import CONSISTENCY, check_rules
+from ._learned import DEVICE, FAMILY, learned_check
 
 _REFERENCE = ("K. Xia, H. Yin, J. Wang, 'A novel improved deep convolutional neural network model for medical "
               "image fusion', Cluster Computing 22:1515-1527, 2019")
 
 
-@register("dscnn", family=FAMILY, dims=(2,), check=learned_check("dscnn", check_odd_window("dscnn")),
+@register("dscnn", family=FAMILY, dims=(2,), check=learned_check("dscnn", lambda params, n_inputs, shape: check_rules("dscnn", params, n_inputs)),
           summary="Stacked conv autoencoder on Gaussian/Laplacian sub-images, feature fusion rule (Xia et al. 2019).",
           reference=_REFERENCE,
           params=(Param("low_rule", "choice", "max", "Rule for the low-frequency features: choose-max of local "
                         "activity, activity-weighted mean, or mean.", choices=("max", "weighted", "mean")),
                   Param("window", "int", 3, "Odd window of the activity measure and consistency check.",
                         minimum=1, maximum=15),
-                  Param("consistency", "bool", True, "Majority-filter the choose-max decision map."),
+                  CONSISTENCY,
                   DEVICE))
 def dscnn_fusion(stack: np.ndarray, low_rule: str = "max", window: int = 3, consistency: bool = True,
                  device: str = "auto", progress=None) -> np.ndarray:

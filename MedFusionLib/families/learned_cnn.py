@@ -23,6 +23,7 @@ import numpy as np
 
 from ..errors import FusionInputError
 from ..registry import Param, register
+from ._common import check_levels, check_rules
 from ._learned import DEVICE, FAMILY, learned_check
 
 _REFERENCE = ("Y. Liu, X. Chen, J. Cheng, H. Peng, 'A medical image fusion method based on convolutional neural "
@@ -71,13 +72,11 @@ def weight_map(a, b, device: str = "auto", progress=None) -> np.ndarray:
 def _check(params, n_inputs, shape):
     from ..transforms.pyramid import max_pyramid_levels
 
-    if params["window"] % 2 == 0:
-        raise FusionInputError(f"method 'cnn_weight_map': window must be odd; got {params['window']}")
-    if shape is not None and params["levels"] > max_pyramid_levels(shape):
-        raise FusionInputError(f"method 'cnn_weight_map': levels={params['levels']} is too many for images of "
-                               f"shape {shape}; at most {max_pyramid_levels(shape)} allowed")
-    if shape is not None and min(shape) < 4:
-        raise FusionInputError(f"method 'cnn_weight_map' needs images of at least 4 x 4; got {shape}")
+    check_rules("cnn_weight_map", params, n_inputs)           # odd window
+    if shape is not None:
+        if min(shape) < 4:
+            raise FusionInputError(f"method 'cnn_weight_map' needs images of at least 4 x 4; got {shape}")
+        check_levels("cnn_weight_map", params["levels"], max_pyramid_levels(shape), shape)
 
 
 @register("cnn_weight_map", family=FAMILY, dims=(2,), check=learned_check("cnn_weight_map", _check),

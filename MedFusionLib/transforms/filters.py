@@ -47,9 +47,7 @@ def box_mean(x: np.ndarray, radius: int, spatial_dims: int = 2) -> np.ndarray:
         # uniform_filter1d with zero padding gives sum/size; rescale by size/count for a truncated mean.
         out = ndi.uniform_filter1d(x if out is None else out, size, axis=axis, mode="constant", cval=0.0,
                                    output=dtype if out is None else out)
-        shape = [1] * x.ndim
-        shape[axis] = x.shape[axis]
-        out *= (size / _window_counts(x.shape[axis], radius, dtype)).reshape(shape)
+        _rescale_border_strips(out, axis, radius)
     return out
 
 
@@ -161,7 +159,7 @@ def _rescale_border_strips(out: np.ndarray, axis: int, radius: int) -> None:
     """Multiply ``out`` in place by size / count along ``axis``, touching only the border strips where
     the truncated window holds fewer than ``size`` samples."""
     n = out.shape[axis]
-    factors = (2 * radius + 1) / _window_counts(n, radius, np.float32)
+    factors = ((2 * radius + 1) / _window_counts(n, radius, np.float64)).astype(out.dtype)
     view = [1] * out.ndim
     view[axis] = -1
     index = [slice(None)] * out.ndim

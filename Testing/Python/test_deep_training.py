@@ -160,6 +160,12 @@ def test_losses_behave():
     assert L.gradient_magnitude(ramp)[..., 2:-2, 2:-2].min() > 0
     assert (L.entropy_bits(flat) == 0).all() and float(L.entropy_bits(x[:1])) > 7.0
     assert L.entropy_bits(x).shape == (3,)
+    # Intensity and max-gradient pieces (for the GAN and U-Net recipes to come): zero at their optimum.
+    assert L.intensity_loss(x, x).item() == 0 and L.intensity_loss(x, x + 0.5).item() == pytest.approx(0.5)
+    weight = torch.zeros_like(x)
+    assert L.intensity_loss(x, x + 0.5, weight=weight).item() == 0
+    sources = torch.cat([ramp, torch.zeros_like(ramp)], dim=1)
+    assert L.max_gradient_loss(ramp, sources).item() == 0 and L.max_gradient_loss(flat[:1], sources).item() > 0
     cube = torch.rand(1, 1, 16, 16, 16)      # larger than the 11-tap SSIM window
     assert L.gradient_magnitude(cube).shape == cube.shape and L.ssim(cube, cube).item() == pytest.approx(1, abs=1e-4)
 
