@@ -27,9 +27,11 @@ from ..transforms.filters import box_mean
 _REFERENCE = ("Y. Liu, X. Chen, R. K. Ward, Z. J. Wang, 'Image fusion with convolutional sparse representation', "
               "IEEE Signal Processing Letters 23(12):1882-1886, 2016")
 
-# Coefficient samples (images x filters x pixels) coded together by one ADMM: about 32 MB per float32
-# array of the solver (4 source-slice images of 256 x 256 with 32 filters); bounds the memory.
-_SOLVE_ELEMENTS = 1 << 23
+# Coefficient samples (images x filters x pixels) coded together by one ADMM: 16 MB per float32 array
+# of the solver (2 source-slice images of 256 x 256 with 32 filters); bounds the memory. Not larger:
+# glibc serves blocks of 32 MB and more by fresh mmap, so 4 images per solve paid page faults on every
+# temporary of every iteration and measured 2x slower per image than 2 (docs/benchmarks.md).
+_SOLVE_ELEMENTS = 1 << 22
 
 
 @lru_cache(maxsize=4)

@@ -38,15 +38,16 @@ import numpy as np
 
 @dataclass
 class CBPDNResult:
-    """Solution of :func:`cbpdn`: coefficient maps and how the solver got there."""
+    """Solution of :func:`cbpdn`: coefficient maps and how the solver got there (per image of the batch)."""
 
     coefficients: np.ndarray      # (B, M, H, W), the sparse variable Y of the ADMM split
-    iterations: int
+    iterations: int               # iterations run (the most any image of the batch needed)
     objective: np.ndarray         # (B,) 1/2||D x - s||^2 + lambda ||x||_1 at the returned coefficients
-    primal_residual: float
-    dual_residual: float
-    rho: float
-    converged: bool
+    primal_residual: float        # worst normalised primal residual over the batch at its last iteration
+    dual_residual: float          # worst normalised dual residual
+    rho: np.ndarray               # (B,) final penalty of each image
+    converged: bool               # every image met the tolerance
+    image_iterations: np.ndarray = None   # (B,) iterations of each image
 
 
 def resolve_device(device: str = "auto") -> "torch.device":
@@ -135,7 +136,8 @@ def cbpdn(dictionary, signal, lmbda: float, *, rho: Optional[float] = None, max_
     -----
     ADMM on x = y (scaled dual u): x^ = argmin 1/2||D^ x^ - s^||^2 + rho/2||x^ - (y^ - u^)||^2, solved at
     each frequency by Sherman-Morrison: with a = conj(d^), x^ = (b - a (a^H b)/(rho + a^H a))/rho,
-    b = conj(d^) s^ + rho (y^ - u^). Then x_r = alpha x + (1 - alpha) y, y = soft(x_r + u, lambda/rho),
+    b = conj(d^) s^ + rho z^, z = y - u, which simplifies to x^ = z^ - a (d^T z^ - s^)/(rho + a^H a), the
+    form computed (no (B, M, H, W) array depends on s^ or on rho). Then x_r = alpha x + (1 - alpha) y, y = soft(x_r + u, lambda/rho),
     u += x_r - y. Stop when ||x - y|| / max(||x||, ||y||) and rho ||y - y_prev|| / (rho ||u||) are both
     below ``rel_tol`` (for every image of the batch).
     """
@@ -151,25 +153,18 @@ def cbpdn(dictionary, signal, lmbda: float, *, rho: Optional[float] = None, max_
     if d.ndim != 3 or d.shape[1] > height or d.shape[2] > width:
         raise ValueError(f"dictionary must be (M, h, w) with filters no larger than the images {tuple(s.shape[-2:])}; "
                          f"got {tuple(d.shape)}")
+    if int(max_iter) < 1:
+        raise ValueError(f"max_iter must be at least 1; got {max_iter}")
     lmbda = float(lmbda)
-    rho = float(50.0 * lmbda + 1.0 if rho is None else rho)
+    rho0 = float(50.0 * lmbda + 1.0 if rho is None else rho)
     rho_xi = (1.0 + 18.3 ** (math.log10(lmbda) + 1.0)) if lmbda > 0 else 1.0
     rho_tau, rho_mu = 1000.0, 1.2
 
     df = dictionary_spectrum(d, (height, width))                 # (M, H, Wr)
+    df_conj = df.conj().resolve_conj()                           # materialised: a lazy conj view is copied per use
     sf = torch.fft.rfft2(s)                                      # (B, H, Wr)
-    dsf = df.conj()[None] * sf[:, None]                          # (B, M, H, Wr)
     dd = (df.real ** 2 + df.imag ** 2).sum(0)                    # (H, Wr) sum_m |d^_m|^2
 
-    ddsf = dd[None] * sf                                         # (B, H, Wr) sum_m d^_m dsf_m = dd s^
-
-    def factors(rho_value):
-        # Sherman-Morrison factor, and the constant part of the x-step: for z = y - u,
-        # x^ = z^ + dsf / rho - c (sum_m d^_m z^_m + dd s^ / rho). Only these small arrays depend on rho, so
-        # a penalty change (often every iteration under residual balancing) costs no (B, M, H, Wr) pass.
-        return df.conj() / (rho_value + dd), 1.0 / rho_value
-
-    c, inv_rho = factors(rho)
     shape_x = (n_batch, n_filters, height, width)
     if x0 is None:
         y = torch.zeros(shape_x, device=dev)
@@ -177,57 +172,79 @@ def cbpdn(dictionary, signal, lmbda: float, *, rho: Optional[float] = None, max_
         y = torch.as_tensor(np.asarray(x0, dtype=np.float32), device=dev).reshape(shape_x).clone()
     u = torch.zeros(shape_x, device=dev)
     work = torch.empty(shape_x, device=dev)
-    converged = False
-    r_norm = s_norm = float("nan")
+    # Every image has its own penalty and stops on its own residuals, and a stopped image leaves the
+    # batch: an image's code does not depend on which other images it was solved with.
+    rho_vec = np.full(n_batch, rho0)
+    active = np.arange(n_batch)                                  # batch rows still iterating
+    coef = np.empty(shape_x, dtype=np.float32)
+    final_rho = np.full(n_batch, rho0)
+    image_iterations = np.zeros(n_batch, dtype=np.int64)
+    final_r = np.full(n_batch, np.nan)
+    final_s = np.full(n_batch, np.nan)
+    done = np.zeros(n_batch, dtype=bool)
+    dims = (1, 2, 3)
     iteration = 0
     for iteration in range(1, max_iter + 1):
         zf = torch.fft.rfft2(torch.sub(y, u, out=work))
-        # x^ = z^ + dsf / rho - c (sum_m d^_m z^_m + dd s^ / rho)  (Sherman-Morrison at every frequency)
-        inner = torch.einsum("mhw,bmhw->bhw", df, zf).add_(ddsf, alpha=inv_rho)
-        xf = zf.add_(dsf, alpha=inv_rho).addcmul_(c[None], inner[:, None], value=-1)
+        # x^ = z^ - conj(d^) (sum_m d^_m z^_m - s^) / (rho + sum_m |d^_m|^2)  (Sherman-Morrison)
+        inner = (zf * df).sum(1).sub_(sf)
+        rho_t = torch.as_tensor(rho_vec, dtype=torch.float32, device=dev)
+        inner.div_(rho_t[:, None, None] + dd)                  # (B, H, Wr): the only rho-dependent array
+        xf = zf.addcmul_(df_conj, inner[:, None], value=-1)
         x = torch.fft.irfft2(xf, s=(height, width))
         y_prev = y
-        if relax != 1.0:
-            xr = x.mul(relax).add_(y_prev, alpha=1.0 - relax)      # over-relaxation
+        v = u.add_(torch.lerp(y_prev, x, relax, out=work))     # x_r + u, x_r = relax x + (1 - relax) y
+        if len(active) == 1 or np.all(rho_vec == rho_vec[0]):
+            y = torch.nn.functional.softshrink(v, lmbda / float(rho_vec[0]))   # one fused pass
+            u = v.sub_(y)                                       # u + x_r - y
         else:
-            xr = x.clone()
-        v = xr.add_(u)                                             # x_r + u (xr is not needed after)
-        y = torch.nn.functional.softshrink(v, lmbda / rho)          # soft thresholding, one fused pass
-        u = v.sub_(y)                                              # u + x_r - y
-        if iteration % check_every == 0 or iteration == max_iter:
-            dims = (1, 2, 3)
+            thresh = (lmbda / rho_t)[:, None, None, None]
+            u = torch.clamp(v, -thresh, thresh)                 # u + x_r - y = x_r + u - soft(x_r + u)
+            y = v.sub_(u)                                       # soft thresholding, exact zeros kept
+        last = iteration == max_iter
+        if iteration % check_every == 0 or last:
             r = torch.linalg.vector_norm(torch.sub(x, y, out=work), dim=dims)
-            sres = rho * torch.linalg.vector_norm(torch.sub(y, y_prev, out=work), dim=dims)
+            sres = torch.linalg.vector_norm(torch.sub(y, y_prev, out=work), dim=dims)
             rn = torch.maximum(torch.linalg.vector_norm(x, dim=dims), torch.linalg.vector_norm(y, dim=dims))
-            sn = rho * torch.linalg.vector_norm(u, dim=dims)
+            sn = torch.linalg.vector_norm(u, dim=dims)          # rho ||y - y_prev|| / (rho ||u||)
             rn = torch.where(rn == 0, torch.ones_like(rn), rn)
             sn = torch.where(sn == 0, torch.ones_like(sn), sn)
-            r_rel, s_rel = (r / rn), (sres / sn)
-            r_norm, s_norm = float(r_rel.max()), float(s_rel.max())
-            if r_norm < rel_tol and s_norm < rel_tol:
-                converged = True
-                break
+            r_rel = (r / rn).cpu().numpy().astype(np.float64)
+            s_rel = (sres / sn).cpu().numpy().astype(np.float64)
+            met = (r_rel < rel_tol) & (s_rel < rel_tol)
+            stop = met | last
+            if stop.any():
+                rows = np.flatnonzero(stop)
+                ids = active[rows]
+                coef[ids] = y[torch.as_tensor(rows, device=dev)].cpu().numpy()
+                final_rho[ids], image_iterations[ids] = rho_vec[rows], iteration
+                final_r[ids], final_s[ids] = r_rel[rows], s_rel[rows]
+                done[ids] = met[rows]
+                if stop.all():
+                    break
+                keep = np.flatnonzero(~stop)
+                keep_t = torch.as_tensor(keep, device=dev)
+                y, u, sf = y[keep_t], u[keep_t], sf[keep_t]
+                work = torch.empty_like(y)
+                active, rho_vec, r_rel, s_rel = active[keep], rho_vec[keep], r_rel[keep], s_rel[keep]
             if auto_rho and iteration > 1:
-                # One penalty for the whole batch, adapted on its worst-balanced residuals.
-                if s_norm == 0.0 or r_norm == 0.0:
-                    mult = rho_tau
-                else:
-                    ratio = r_norm / (s_norm * rho_xi)
-                    mult = min(math.sqrt(ratio if ratio > 1 else 1.0 / ratio), rho_tau)
-                factor = 1.0
-                if r_norm > rho_xi * rho_mu * s_norm:
-                    factor = mult
-                elif s_norm > (rho_mu / rho_xi) * r_norm:
-                    factor = 1.0 / mult
-                if factor != 1.0:
-                    rho *= factor
-                    u = u / factor
-                    c, inv_rho = factors(rho)
+                # Residual balancing (Wohlberg 2017) with SPORCO's constants, per image.
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    ratio = r_rel / (s_rel * rho_xi)
+                    mult = np.minimum(np.sqrt(np.where(ratio > 1, ratio, 1.0 / ratio)), rho_tau)
+                mult = np.where((s_rel == 0) | (r_rel == 0), rho_tau, mult)
+                factor = np.where(r_rel > rho_xi * rho_mu * s_rel, mult,
+                                  np.where(s_rel > (rho_mu / rho_xi) * r_rel, 1.0 / mult, 1.0))
+                if np.any(factor != 1.0):
+                    rho_vec = rho_vec * factor
+                    # u is the scaled dual (y_dual / rho). Out of place: measured faster than div_ here.
+                    u = u / (float(factor[0]) if len(factor) == 1 else
+                             torch.as_tensor(factor, dtype=torch.float32, device=dev)[:, None, None, None])
         if progress is not None and iteration % 10 == 0:
             progress(iteration / max_iter, f"CBPDN iteration {iteration}")
-    coef = y.cpu().numpy()
     obj = objective(d.cpu().numpy(), coef, s.cpu().numpy(), lmbda)
     if squeeze:
         coef = coef[0]
-    return CBPDNResult(coefficients=coef, iterations=iteration, objective=obj, primal_residual=r_norm,
-                       dual_residual=s_norm, rho=rho, converged=converged)
+    return CBPDNResult(coefficients=coef, iterations=iteration, objective=obj,
+                       primal_residual=float(np.max(final_r)), dual_residual=float(np.max(final_s)),
+                       rho=final_rho, converged=bool(done.all()), image_iterations=image_iterations)

@@ -204,11 +204,26 @@ def test_cbpdn_matches_a_direct_lasso_solution(rng):
 def test_cbpdn_batches_independently(rng):
     filters = rng.standard_normal((4, 4, 4)).astype(np.float32)
     filters /= np.linalg.norm(filters.reshape(4, -1), axis=1)[:, None, None]
-    s = rng.standard_normal((2, 16, 16)).astype(np.float32)
-    both = cbpdn(filters, s, 0.1, max_iter=400, rel_tol=1e-5, auto_rho=False, rho=1.0, device="cpu")
-    one = cbpdn(filters, s[1], 0.1, max_iter=both.iterations, rel_tol=0.0, auto_rho=False, rho=1.0,
-                device="cpu")
-    np.testing.assert_allclose(both.coefficients[1], one.coefficients, atol=1e-4)
+    # images of different scale converge at different iterations, under different penalties
+    s = (rng.standard_normal((3, 16, 16)) * np.array([1.0, 0.2, 3.0])[:, None, None]).astype(np.float32)
+    both = cbpdn(filters, s, 0.1, device="cpu")                  # residual balancing, rel_tol 1e-3
+    assert both.converged and both.iterations == both.image_iterations.max()
+    assert len(set(both.image_iterations.tolist())) > 1          # the batch did not stop together
+    for k in range(3):
+        one = cbpdn(filters, s[k], 0.1, device="cpu")
+        assert one.iterations == both.image_iterations[k]
+        assert one.rho[0] == pytest.approx(both.rho[k], rel=1e-4)      # float32 rounding only
+        np.testing.assert_allclose(both.coefficients[k], one.coefficients, atol=1e-4)  # values up to ~5
+        assert both.objective[k] == pytest.approx(one.objective[0], rel=1e-6)
+    fixed = cbpdn(filters, s, 0.1, max_iter=400, rel_tol=1e-5, auto_rho=False, rho=1.0, device="cpu")
+    alone = cbpdn(filters, s[1], 0.1, max_iter=fixed.image_iterations[1], rel_tol=0.0, auto_rho=False,
+                  rho=1.0, device="cpu")
+    np.testing.assert_allclose(fixed.coefficients[1], alone.coefficients, atol=1e-5)
+
+
+def test_cbpdn_rejects_bad_iteration_limit():
+    with pytest.raises(ValueError, match="max_iter must be at least 1"):
+        cbpdn(np.ones((1, 2, 2), np.float32), np.zeros((4, 4), np.float32), 0.1, max_iter=0, device="cpu")
 
 
 def test_dictionary_learning_smoke(rng):
