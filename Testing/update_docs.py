@@ -6,7 +6,9 @@
 - docs/models.md: the model cards (from the metadata shipped beside each weight file,
   MedFusionLib/weights/*.json) and their held-out evaluation;
 - docs/evaluation.md: every method on the held-back pairs (the same results.csv), the learned methods
-  counted against average fusion and the published rows.
+  counted against average fusion and the published rows;
+- docs/signal-processing.md: its per-set held-out tables (from
+  docs/evaluation/signal-processing-held-out/results.csv, written by the command quoted there).
 
     python Testing/update_docs.py
 
@@ -30,6 +32,8 @@ WEIGHTS = os.path.join(ROOT, "MedFusionLib", "weights")
 LEARNED = ("cnn_weight_map", "dscnn", "ifcnn", "pmgi", "fusiondn", "u2fusion")
 MODEL_FILES = ("feature_net",) + LEARNED
 RESULTS = os.path.join(ROOT, "docs", "evaluation", "held-out", "results.csv")
+SIGNAL_PROCESSING = os.path.join(ROOT, "docs", "signal-processing.md")
+SP_RESULTS = os.path.join(ROOT, "docs", "evaluation", "signal-processing-held-out", "results.csv")
 LEARNED_RESULTS = RESULTS      # every method on the held-back pairs
 # The metrics of the published tables (../shared/docs/fusion-metrics.md), in their order.
 README_METRICS = ("EN", "SD", "SF", "AG", "MI", "SCD", "VIF", "Qabf", "SSIM")
@@ -70,6 +74,29 @@ def results_table(path: str = RESULTS) -> str:
         lines += ["", "\\* mean over the pairs where the metric is defined; undefined on (metric:pairs) "
                   + "; ".join(footnotes) + "."]
     return "\n".join(lines)
+
+
+def set_tables(path: str = SP_RESULTS) -> str:
+    """One table per set (method, the published metrics, seconds per pair), as in docs/signal-processing.md."""
+    with open(path, encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    parts, footnotes = [], []
+    for set_name in sorted(dict.fromkeys(row["set"] for row in rows), key=lambda n: (n == "MIXED", n)):
+        members = [row for row in rows if row["set"] == set_name]
+        head = ["method"] + list(README_METRICS) + ["s/pair"]
+        lines = [f"#### {set_name} ({members[0]['pairs']} held-out pairs)", "",
+                 "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for row in members:
+            values = [_cell(row, m) for m in README_METRICS] + [f"{float(row['seconds']):.2f}"]
+            lines.append("| " + " | ".join([f"`{row['method']}`"] + values) + " |")
+            if row.get("undefined"):
+                footnotes.append(f"{set_name} `{row['method']}`: {row['undefined']}")
+        parts.append("\n".join(lines))
+    text = "\n\n".join(parts)
+    if footnotes:
+        text += ("\n\n\\* mean over the pairs where the metric is defined; undefined on (metric:pairs) "
+                 + "; ".join(footnotes) + ".")
+    return text
 
 
 def _cell(row, metric: str) -> str:
@@ -246,6 +273,11 @@ def update_models_and_evaluation() -> None:
     text = replace_block(text, "learned", learned_evaluation(), "docs/evaluation.md")
     with open(EVALUATION, "w", encoding="utf-8") as fh:
         fh.write(text)
+    with open(SIGNAL_PROCESSING, encoding="utf-8") as fh:
+        text = fh.read()
+    text = replace_block(text, "held-out", set_tables(), "docs/signal-processing.md")
+    with open(SIGNAL_PROCESSING, "w", encoding="utf-8") as fh:
+        fh.write(text)
 
 
 def main() -> None:
@@ -256,7 +288,7 @@ def main() -> None:
     with open(README, "w", encoding="utf-8") as fh:
         fh.write(text)
     update_models_and_evaluation()
-    print("README.md, docs/models.md and docs/evaluation.md updated")
+    print("README.md, docs/models.md, docs/evaluation.md and docs/signal-processing.md updated")
 
 
 if __name__ == "__main__":

@@ -20,8 +20,11 @@ csr
     defaults otherwise (over-relaxation 1.8, residual-balancing rho every iteration). Objective
     1/2||D x - s||^2 + lambda ||x||_1 evaluated by one shared float64 function on each solver's
     returned coefficient maps, and SPORCO's own ObjFun.
+    Also the FFTs an iteration cannot avoid (M forward + M inverse), with torch and with FFTW (pyFFTW,
+    SPORCO's FFT), against the time per iteration a 10x speed-up would allow.
 methods
-    Seconds per 256 x 256 pair of every signal-processing method (whole ``MedFusionLib.fuse`` call).
+    Seconds per 256 x 256 pair of every signal-processing method (whole ``MedFusionLib.fuse`` call), and
+    ``csr`` on an 8-slice 256 x 256 volume pair.
 """
 
 from __future__ import annotations
@@ -122,9 +125,11 @@ def bench_csr(quick: bool, data_root) -> dict:
               "dictionary": list(filters.shape), "torch_threads": torch.get_num_threads(),
               "ours": {"seconds": ours_s, "iterations": ours.iterations,
                        "objective": float(objective(filters, ours.coefficients[None], s[None], lmbda)[0]),
-                       "converged": ours.converged, "final_rho": ours.rho}}
+                       "converged": ours.converged, "final_rho": float(ours.rho[0]),
+                       "ms_per_iteration": 1000 * ours_s / ours.iterations}}
     print(f"ours (torch float32): {ours_s:.2f} s, {ours.iterations} iterations, objective "
           f"{report['ours']['objective']:.5f}", flush=True)
+    report["fft_floor"] = _fft_floor(filters.shape[0], s.shape, 3 if quick else 20)
     try:
         from sporco.admm import cbpdn as sporco_cbpdn
         import sporco
@@ -144,19 +149,16 @@ def bench_csr(quick: bool, data_root) -> dict:
             holder["x"] = solver.solve()
             holder["solver"] = solver
 
-        start = time.perf_counter()
-        run_sporco()
-        seconds = time.perf_counter() - start
-        if not quick:
-            start = time.perf_counter()
-            run_sporco()
-            seconds = min(seconds, time.perf_counter() - start)
+        seconds = median_seconds(run_sporco, 1 if quick else 3)          # the statistic used for ours
         its = holder["solver"].getitstat()
         x = np.moveaxis(np.asarray(holder["x"]).reshape(256, 256, -1), -1, 0)
         row = {"seconds": seconds, "iterations": len(its.Iter),
                "objective": float(objective(filters, x[None], s[None], lmbda)[0]),
                "objective_sporco_objfun": float(its.ObjFun[-1]), "final_rho": float(holder["solver"].rho)}
         row["speedup_ours"] = seconds / ours_s
+        row["ms_per_iteration"] = 1000 * seconds / row["iterations"]
+        # What 10x would need per iteration at SPORCO's iteration count, beside the FFTs alone.
+        row["ms_per_iteration_for_10x"] = row["ms_per_iteration"] / 10
         row["objective_ratio_ours_over_sporco"] = report["ours"]["objective"] / row["objective"]
         report[f"sporco_{np.dtype(dtype).name}"] = row
         print(f"sporco ConvBPDN {np.dtype(dtype).name}: {seconds:.2f} s, {row['iterations']} iterations, "
@@ -164,6 +166,49 @@ def bench_csr(quick: bool, data_root) -> dict:
               f"{row['speedup_ours']:.1f}x faster, objective ratio {row['objective_ratio_ours_over_sporco']:.5f}",
               flush=True)
     return report
+
+
+def _fft_floor(n_filters: int, shape, repeats: int) -> dict:
+    """Milliseconds of the FFTs one ADMM iteration cannot avoid: M forward and M inverse real 2-D FFTs.
+
+    With torch (what our solver uses) and with FFTW through pyFFTW (what SPORCO uses; installed with it),
+    2 threads, FFTW_MEASURE plans. A lower bound on any implementation's time per iteration here.
+    """
+    import torch
+
+    x = torch.randn(1, n_filters, *shape)
+    xf = torch.fft.rfft2(x)
+    report = {"maps": n_filters, "shape": list(shape)}
+    report["torch_ms"] = 1000 * (median_seconds(lambda: torch.fft.rfft2(x), repeats)
+                                 + median_seconds(lambda: torch.fft.irfft2(xf, s=tuple(shape)), repeats))
+    try:
+        import pyfftw
+    except ImportError:
+        report["pyfftw_ms"] = None
+    else:
+        a = pyfftw.empty_aligned(tuple(x.shape), dtype="float32")
+        a[:] = x.numpy()
+        forward = pyfftw.builders.rfft2(a, threads=2, planner_effort="FFTW_MEASURE")
+        b = pyfftw.empty_aligned(tuple(xf.shape), dtype="complex64")
+        b[:] = xf.numpy()
+        inverse = pyfftw.builders.irfft2(b, s=tuple(shape), threads=2, planner_effort="FFTW_MEASURE")
+        report["pyfftw_ms"] = 1000 * (median_seconds(forward, repeats) + median_seconds(inverse, repeats))
+    print(f"FFT floor per iteration ({n_filters} forward + {n_filters} inverse {shape}): torch "
+          f"{report['torch_ms']:.2f} ms, FFTW {report['pyfftw_ms'] or float('nan'):.2f} ms", flush=True)
+    return report
+
+
+def bench_csr_volume(quick: bool) -> dict:
+    """``csr`` on an 8-slice 256 x 256 head-phantom volume pair, slice-wise (several CBPDN batches)."""
+    import MedFusionLib as mf
+    from MedFusionLib import sampledata
+
+    ph = sampledata.head_phantom((8, 256, 256))
+    start = time.perf_counter()
+    mf.fuse([ph["mri"], ph["pet"]], method="csr", mode="slices")
+    seconds = time.perf_counter() - start
+    print(f"csr on an 8 x 256 x 256 volume pair: {seconds:.1f} s ({seconds / 8:.2f} s per slice)", flush=True)
+    return {"slices": 8, "seconds": seconds, "seconds_per_slice": seconds / 8}
 
 
 def bench_methods(quick: bool) -> dict:
@@ -177,6 +222,8 @@ def bench_methods(quick: bool) -> dict:
         seconds = median_seconds(lambda: mf.fuse(pair, method=method), 1 if quick else 3)
         rows[method] = {"pair_256_s": seconds}
         print(f"{method:16s} {seconds:.2f} s per 256x256 pair", flush=True)
+    if not quick:
+        rows["csr_volume"] = bench_csr_volume(quick)
     return rows
 
 

@@ -55,6 +55,9 @@ def test_model_cards_and_learned_evaluation_are_generated_from_the_weights_and_r
         evaluation = fh.read()
     assert docs.block(evaluation, "learned") == docs.learned_evaluation()
     assert docs.block(_readme(), "results") == docs.results_table()
+    with open(os.path.join(ROOT, "docs", "signal-processing.md"), encoding="utf-8") as fh:
+        assert docs.block(fh.read(), "held-out") == docs.set_tables(), \
+            "docs/signal-processing.md held-out tables are stale: run `python Testing/update_docs.py`"
 
 
 def test_win_counting():
