@@ -434,6 +434,29 @@ def choose_by_activity(bands: np.ndarray, activity: np.ndarray) -> np.ndarray:
     return select(bands, argmax_sources(activity))
 
 
+def wncc_sums(features_a: np.ndarray, features_b: np.ndarray, sigma: float = 1.5, radius: int = 3):
+    """The channel sums of :func:`wncc`: (covariance, variance of a, variance of b), each (..., H, W).
+
+    Sums over disjoint channel groups add up, so a long feature stack can be correlated group by group
+    (:func:`wncc_from_sums` finishes)."""
+    a = _as_float(features_a)
+    b = _as_float(features_b).astype(a.dtype, copy=False)
+    sig = [0.0] * (a.ndim - 2) + [sigma, sigma]
+    smooth = lambda x: ndi.gaussian_filter(x, sig, truncate=radius / sigma, mode="mirror")  # noqa: E731
+    ma, mb = smooth(a), smooth(b)
+    cov = (smooth(a * b) - ma * mb).sum(axis=0)
+    va = np.maximum(smooth(a * a) - ma * ma, 0).sum(axis=0)
+    vb = np.maximum(smooth(b * b) - mb * mb, 0).sum(axis=0)
+    return cov, va, vb
+
+
+def wncc_from_sums(cov: np.ndarray, va: np.ndarray, vb: np.ndarray) -> np.ndarray:
+    """WNCC from the sums of :func:`wncc_sums`: cov / sqrt(va vb) in [-1, 1], 1 where both are flat."""
+    den = np.sqrt(va * vb)
+    tiny = np.finfo(den.dtype).eps * 16
+    return np.where(den > tiny, cov / np.where(den > tiny, den, 1.0), 1.0).clip(-1.0, 1.0)
+
+
 def wncc(features_a: np.ndarray, features_b: np.ndarray, sigma: float = 1.5, radius: int = 3) -> np.ndarray:
     """Weighted normalised cross-correlation of two feature stacks over a Gaussian window.
 
@@ -450,17 +473,7 @@ def wncc(features_a: np.ndarray, features_b: np.ndarray, sigma: float = 1.5, rad
     sum_c sum_w w (a - mean_w a)(b - mean_w b) / sqrt(sum_c sum_w w (a - mean_w a)^2 sum_c sum_w w (b - ...)^2),
     1 where both are locally constant.
     """
-    a = _as_float(features_a)
-    b = _as_float(features_b).astype(a.dtype, copy=False)
-    sig = [0.0] * (a.ndim - 2) + [sigma, sigma]
-    smooth = lambda x: ndi.gaussian_filter(x, sig, truncate=radius / sigma, mode="mirror")  # noqa: E731
-    ma, mb = smooth(a), smooth(b)
-    cov = (smooth(a * b) - ma * mb).sum(axis=0)
-    va = np.maximum(smooth(a * a) - ma * ma, 0).sum(axis=0)
-    vb = np.maximum(smooth(b * b) - mb * mb, 0).sum(axis=0)
-    den = np.sqrt(va * vb)
-    tiny = np.finfo(a.dtype).eps * 16
-    return np.where(den > tiny, cov / np.where(den > tiny, den, 1.0), 1.0).clip(-1.0, 1.0)
+    return wncc_from_sums(*wncc_sums(features_a, features_b, sigma, radius))
 
 
 def similarity_rule(bands: np.ndarray, similarity: np.ndarray, activity: np.ndarray,

@@ -30,7 +30,9 @@ EVALUATION = os.path.join(ROOT, "docs", "evaluation.md")
 WEIGHTS = os.path.join(ROOT, "MedFusionLib", "weights")
 #: The learned methods, and the feature network their losses use, in the order of the issue.
 LEARNED = ("cnn_weight_map", "dscnn", "ifcnn", "pmgi", "fusiondn", "u2fusion")
-MODEL_FILES = ("feature_net",) + LEARNED
+#: Every shipped network with a model card: the learned methods, the feature network, and the Siamese
+#: band-feature network of the signal-processing method nsst_similarity.
+MODEL_FILES = ("feature_net",) + LEARNED + ("nsst_similarity",)
 RESULTS = os.path.join(ROOT, "docs", "evaluation", "held-out", "results.csv")
 SIGNAL_PROCESSING = os.path.join(ROOT, "docs", "signal-processing.md")
 SP_RESULTS = os.path.join(ROOT, "docs", "evaluation", "signal-processing-held-out", "results.csv")

@@ -112,6 +112,26 @@ class SiameseWeightNet(_Network):
         return weight[tuple(index)]
 
 
+# --- NSST similarity features (Hermessi, Mourali, Zagrouba 2018) ------------------------------------------
+class ShearletSiameseNet(_Network):
+    """One branch of Hermessi et al.'s Siamese fully convolutional network: it maps a shearlet band (one
+    channel, scaled to unit standard deviation) to ``features`` maps at full resolution. Trained by
+    similarity learning: the normalised cross-correlation of the two branches' features, on co-registered
+    band patches of two modalities, must peak where the patches correspond (logistic loss, as SiamFC).
+    Hermessi et al. start from a network pre-trained on natural images (SiamFC's, 5 layers up to 384
+    channels); ours is 3 layers of ``channels`` trained here in two phases, natural then medical.
+    """
+
+    def __init__(self, spatial_dims: int = 2, channels: Sequence[int] = (16, 16), features: int = 8):
+        super().__init__(spatial_dims=spatial_dims, channels=list(channels), features=features)
+        c0, c1 = channels
+        sd = spatial_dims
+        self.body = nn.Sequential(conv(sd, 1, c0), conv(sd, c0, c1), conv(sd, c1, features, act=None))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+
 # --- 2. stacked convolutional autoencoder (Xia, Yin, Wang 2019) --------------------------------------------
 class StackedAutoencoderNet(_Network):
     """DSCNN-style network: a fixed first layer splits the image into a low-frequency (Gaussian) and a
@@ -298,5 +318,5 @@ class U2FusionNet(_Network):
         return self.decoder(self.encoder(sources))
 
 
-NETWORKS = {cls.__name__: cls for cls in (FeatureNet, SiameseWeightNet, StackedAutoencoderNet, IFCNNNet,
+NETWORKS = {cls.__name__: cls for cls in (FeatureNet, SiameseWeightNet, ShearletSiameseNet, StackedAutoencoderNet, IFCNNNet,
                                          PMGINet, FusionDNNet, U2FusionNet)}

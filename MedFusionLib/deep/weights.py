@@ -39,6 +39,7 @@ TRAIN_COMMANDS: Dict[str, str] = {
     "pmgi": "medfusion train pmgi --data ../shared/data/aanlib-dev --out MedFusionLib/weights/pmgi.pt",
     "fusiondn": "medfusion train fusiondn --data ../shared/data/aanlib-dev --out MedFusionLib/weights/fusiondn.pt",
     "u2fusion": "medfusion train u2fusion --data ../shared/data/aanlib-dev --out MedFusionLib/weights/u2fusion.pt",
+    "nsst_similarity": "medfusion train nsst_similarity --data ../shared/data/aanlib-dev --out MedFusionLib/weights/nsst_similarity.pt",
 }
 
 

@@ -5,7 +5,7 @@
 * ``nsst_dcscm``: Hou, Zhou, Nie, Liu, Ruan, Med. Biol. Eng. Comput. 2019 (dual-channel spiking cortical
   model; CNN weight map for the low band when the deep-learning family provides one);
 * ``nsst_similarity``: Hermessi, Mourali, Zagrouba, Neural Comput. Appl. 2018 (weighted normalised
-  cross-correlation of features, local energy).
+  cross-correlation of Siamese-CNN features learned by similarity learning, local energy).
 
 All decompose every source with :mod:`MedFusionLib.transforms.nsst` and fuse band by band, holding one
 directional band of every source at a time (the transform is streamed; memory stays a few bands), then
@@ -296,41 +296,101 @@ def nsst_dcscm(stack: np.ndarray, directions=DEFAULT_DIRECTIONS, iterations: int
 
 
 # --- 4. NSST + similarity of features (Hermessi et al. 2018) -----------------------------------------
+SIMILARITY_FEATURES = ("learned", "bands")
+
+
+def band_feature_function():
+    """The trained Siamese feature branch (:class:`MedFusionLib.deep.networks.ShearletSiameseNet`) as
+    ``fn(maps (K, H, W)) -> (K, F, H, W)`` float32, each map scaled to unit standard deviation first (as
+    in training). Raises :class:`WeightsError` (naming the training command) when its weights are
+    missing or corrupt."""
+    import torch
+
+    from ..deep.weights import load_model, resolve_device
+
+    device = resolve_device("auto")
+    model = load_model("nsst_similarity", device)
+    # Two maps per forward pass on the CPU: larger batches of full-size activations measured slower here
+    # (fresh mmap'ed blocks page-fault, docs/benchmarks.md); on a GPU all at once.
+    group = 2 if device.type == "cpu" else 64
+
+    def features(maps: np.ndarray) -> np.ndarray:
+        maps = np.asarray(maps, dtype=np.float32)
+        scaled = maps / (maps.std(axis=(-2, -1), keepdims=True) + 1e-6)
+        out = []
+        with torch.inference_mode():
+            for k in range(0, len(scaled), group):
+                x = torch.from_numpy(np.ascontiguousarray(scaled[k:k + group, None])).to(device)
+                out.append(model(x).float().cpu().numpy())
+        return np.concatenate(out)
+
+    return features
+
+
+def _check_similarity(params, n_inputs, shape):
+    _check_for("nsst_similarity", True)(params, n_inputs, shape)
+    if params.get("features", "learned") == "learned":
+        from ..deep.weights import check_weights
+
+        check_weights("nsst_similarity")       # WeightsError naming the training command, before any work
+
+
 @register("nsst_similarity", family="signal processing",
-          summary="NSST; high bands by weighted normalised cross-correlation of directional feature maps "
-                  "(average if similar, else choose-max), low band by local energy (Hermessi et al. 2018).",
-          reference=_HERMESSI, dims=(2,), min_inputs=2, max_inputs=2, check=_check_for("nsst_similarity", True),
+          summary="NSST; high bands by weighted normalised cross-correlation of learned (Siamese CNN) feature "
+                  "maps of the bands (average if similar, else choose-max), low band by local energy "
+                  "(Hermessi et al. 2018).",
+          reference=_HERMESSI, dims=(2,), min_inputs=2, max_inputs=2, check=_check_similarity,
           params=(directions_param(),
                   Param("threshold", "float", 0.6, "WNCC above which the sources count as similar and are "
                         "averaged.", minimum=-1.0, maximum=0.99),
                   Param("window", "int", 3, "Odd window of the local energies.", minimum=1, maximum=15),
                   Param("sigma", "float", 1.5, "Standard deviation of the Gaussian WNCC window.", minimum=0.3,
-                        maximum=10.0)))
+                        maximum=10.0),
+                  Param("features", "choice", "learned", "Feature maps compared by the WNCC: 'learned' (the "
+                        "paper's Siamese CNN, trained here; needs its weights) or 'bands' (the band "
+                        "magnitudes themselves, no network).", choices=SIMILARITY_FEATURES)))
 def nsst_similarity(stack: np.ndarray, directions=DEFAULT_DIRECTIONS, threshold: float = 0.6, window: int = 3,
-                    sigma: float = 1.5, progress=None) -> np.ndarray:
-    """NSST fusion by feature similarity (Hermessi et al. 2018).
+                    sigma: float = 1.5, features: str = "learned", progress=None) -> np.ndarray:
+    """NSST fusion by similarity of learned features (Hermessi et al. 2018).
 
     1. NSST of both sources.
     2. Low band: choose-max of the local energy (window x window).
-    3. High bands, level by level: feature maps are the magnitudes of the level's directional bands
-       (one feature channel per direction); their weighted normalised cross-correlation (Gaussian
-       window) measures where the sources agree. Where WNCC > ``threshold`` the coefficients are averaged
-       with weights proportional to local energy, elsewhere the source of larger local energy is chosen.
+    3. High bands, level by level: every directional band of each source goes through the Siamese
+       network's feature branch (``features='learned'``: :func:`band_feature_function`, trained by
+       similarity learning, ``medfusion train nsst_similarity``), giving F feature maps per direction;
+       the weighted normalised cross-correlation (Gaussian window) of the two sources' features over all
+       directions and channels of the level measures where they agree. Where WNCC > ``threshold`` the
+       coefficients are averaged with weights proportional to local energy, elsewhere the source of
+       larger local energy is chosen. ``features='bands'``: the band magnitudes themselves are the
+       features (one channel per direction; no network).
     4. Inverse NSST.
 
-    Deviation: Hermessi et al. take the feature maps from a Siamese CNN trained on shearlet-coefficient
-    patches; this signal-processing version uses the directional NSST responses themselves as the
-    (fixed, unlearned) features, keeping the paper's WNCC rule.
+    Deviations: the network is ours (3 layers, 8 output maps, trained here on natural then medical
+    patches) instead of the paper's SiamFC-initialised one; the threshold and window are ours.
     """
+    if features not in SIMILARITY_FEATURES:
+        raise FusionInputError(f"method 'nsst_similarity': features must be one of {SIMILARITY_FEATURES}; "
+                               f"got {features!r}")
     dirs = _directions(directions)
     radius = max(1, int(round(3 * sigma)))
+    extract = band_feature_function() if features == "learned" else None
 
     def low(band):
         return rules.local_energy_rule(band, window)
 
     def level(bands):                     # (2, b, n_dir, H, W)
-        features = np.abs(np.moveaxis(bands, 2, 1))          # (2, n_dir, b, H, W)
-        similarity = neural.wncc(features[0], features[1], sigma, radius)      # (b, H, W)
+        if extract is None:
+            maps = np.abs(np.moveaxis(bands, 2, 1))                             # (2, n_dir, b, H, W)
+            similarity = neural.wncc(maps[0], maps[1], sigma, radius)           # (b, H, W)
+        else:
+            sums = None
+            n_b = bands.shape[1]
+            for d in range(bands.shape[2]):   # one direction at a time bounds the memory of F maps each
+                f = extract(bands[:, :, d].reshape(2 * n_b, *bands.shape[-2:]))  # (2 b, F, H, W)
+                f = np.moveaxis(f.reshape(2, n_b, *f.shape[1:]), 2, 1)          # (2, F, b, H, W)
+                part = neural.wncc_sums(f[0], f[1], sigma, radius)
+                sums = part if sums is None else tuple(x + y for x, y in zip(sums, part))
+            similarity = neural.wncc_from_sums(*sums)
         energy = rules.local_energy(bands, window)                              # (2, b, n_dir, H, W)
         return neural.similarity_rule(bands, similarity[:, None], energy, threshold)
 

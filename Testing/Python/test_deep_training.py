@@ -241,7 +241,7 @@ def test_resume_reproduces_an_uninterrupted_run(tmp_path):
 
 
 # --- recipes: every method trains a few steps ------------------------------------------------------------
-@pytest.mark.parametrize("method", ("feature_net",) + LEARNED)
+@pytest.mark.parametrize("method", ("feature_net",) + LEARNED + ("nsst_similarity",))
 def test_every_recipe_trains_a_few_steps(method, tmp_path, pair_folder, feature_net_path):
     out = str(tmp_path / f"{method}.pt")
     config = _config(method, out, pair_folder, feature_net_path, log=str(tmp_path / "log.csv"))

@@ -315,6 +315,7 @@ def test_bad_parameters_are_rejected_before_work(phantom2d):
              ("nsst_abnm_wsml", {"directions": (2, 2, 2, 2, 2, 2)}, "need images of at least"),
              ("nsst_papcnn", {"directions": (4.5,)}, "whole numbers"),
              ("nsst_similarity", {"window": 4}, "odd"),
+             ("nsst_similarity", {"features": "siamese"}, "choose one of"),
              ("nsct", {"high_rule": "median"}, "choose one of"),
              ("csr", {"device": "tpu"}, "choose one of"),
              ("nsst_papcnn", {"iterations": 300}, "out of range")]
@@ -358,3 +359,40 @@ def test_long_methods_can_be_cancelled(method, phantom2d):
     with pytest.raises(mf.FusionCancelled):
         mf.fuse([phantom2d["mri"], phantom2d["pet"]], method=method, progress=progress, cancel=token)
     assert len(seen) >= 3
+
+
+def test_similarity_learned_features_find_corresponding_structure(phantom2d):
+    """The shipped Siamese branch was trained so that its features correlate where two modalities show
+    the same structure: an intensity-remapped copy must correlate better than a shifted copy."""
+    from MedFusionLib.families.nsst import band_feature_function
+    from MedFusionLib.rules_neural import wncc
+    from MedFusionLib.transforms.nsst import nsst_decompose
+
+    x = phantom2d["mri"] / phantom2d["mri"].max()
+    remapped = 1.0 - np.sqrt(x)                  # another "modality": same anatomy, other contrast
+    shifted = np.roll(x, (5, 7), axis=(0, 1))
+    level = [b[:, :, 0] for b in nsst_decompose(np.stack([x, remapped, shifted]), (8, 8))[1:]]
+    extract = band_feature_function()
+    scores = []
+    for band in level:                           # (3, H, W): one direction of each level
+        f = extract(band)                        # (3, F, H, W)
+        assert f.shape[:2] == (3, 8) and np.isfinite(f).all()
+        scores.append((wncc(f[0], f[1]).mean(), wncc(f[0], f[2]).mean()))
+    same, other = np.mean(scores, axis=0)
+    assert same > other + 0.2, (same, other)
+
+
+def test_similarity_features_learned_and_bands(tmp_path, monkeypatch):
+    from MedFusionLib.deep.weights import TRAIN_COMMANDS
+
+    ph = sampledata.head_phantom_slice(64)
+    a, b = ph["mri"], ph["pet"]
+    learned = mf.fuse([a, b], method="nsst_similarity", directions=(4, 8), output_range="unit")
+    bands = mf.fuse([a, b], method="nsst_similarity", features="bands", directions=(4, 8), output_range="unit")
+    assert np.isfinite(learned).all() and np.abs(learned - bands).max() > 1e-3
+    monkeypatch.setenv("MEDFUSION_WEIGHTS_DIR", str(tmp_path))          # no weights there
+    with pytest.raises(mf.WeightsError) as missing:
+        mf.fuse([a, b], method="nsst_similarity")
+    assert TRAIN_COMMANDS["nsst_similarity"] in str(missing.value)
+    np.testing.assert_array_equal(mf.fuse([a, b], method="nsst_similarity", features="bands", directions=(4, 8),
+                                          output_range="unit"), bands)
