@@ -21,7 +21,7 @@ import json
 import sys
 from typing import Dict, List, Optional, Sequence
 
-from . import __version__
+from . import __version__, runtime
 from .errors import FusionCancelled, FusionError
 from .pipeline import DEFAULT_METHOD, MODES
 from .registry import FAMILIES, methods as list_methods
@@ -401,6 +401,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[List[str]] = None) -> int:
     """Entry point of the ``medfusion`` console script; returns the exit status."""
     args = build_parser().parse_args(argv)
+    runtime.tune_allocator()        # our own process: keep large temporaries for reuse (see runtime.py)
     try:
         return args.func(args)
     except FusionCancelled as exc:

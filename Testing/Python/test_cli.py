@@ -209,3 +209,24 @@ def test_cancelled_evaluation_writes_nothing(tmp_path, phantom3d):
         evaluate_folder(str(tmp_path / "data"), ["average"], out_dir=str(tmp_path / "out"), show_progress=False,
                         progress=progress, cancel=token)
     assert not (tmp_path / "out").exists()
+
+
+def test_command_line_tunes_the_allocator_of_its_own_process(monkeypatch, capsys):
+    from MedFusionLib import runtime
+
+    calls = []
+    monkeypatch.setattr(runtime, "tune_allocator", lambda: calls.append(True) or True)
+    assert cli.main(["methods"]) == 0
+    assert calls == [True]
+
+
+def test_tune_allocator_applies_on_glibc():
+    import platform
+
+    from MedFusionLib import runtime
+
+    applied = runtime.tune_allocator()
+    if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
+        assert applied is True
+    else:
+        assert applied is False
