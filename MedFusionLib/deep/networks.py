@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Dict, List, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -130,6 +131,13 @@ class ShearletSiameseNet(_Network):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.body(x)
+
+    @staticmethod
+    def unit_std(maps: np.ndarray) -> np.ndarray:
+        """The network's input convention, for training and inference alike: every band map (the last
+        two axes) scaled to unit standard deviation (float32)."""
+        maps = np.asarray(maps, dtype=np.float32)
+        return maps / (maps.std(axis=(-2, -1), keepdims=True) + 1e-6)
 
 
 # --- 2. stacked convolutional autoencoder (Xia, Yin, Wang 2019) --------------------------------------------

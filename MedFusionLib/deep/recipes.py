@@ -280,7 +280,7 @@ def _random_bands(patches: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     bands = nsst_decompose(patches, DEFAULT_DIRECTIONS)[1:]           # [(B, 2, n_dir, P, P)] per level
     levels = rng.integers(0, len(bands), size=len(patches))
     out = np.stack([bands[lv][k, :, rng.integers(0, bands[lv].shape[2])] for k, lv in enumerate(levels)])
-    return (out / (out.std(axis=(-2, -1), keepdims=True) + 1e-6)).astype(np.float32)
+    return ShearletSiameseNet.unit_std(out)
 
 
 def _other_modality(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -319,12 +319,15 @@ def _nsst_similarity(ctx: DataContext, config: TrainConfig, device, plan) -> Bui
     paper's transfer-learning step)."""
     model = _initial(ShearletSiameseNet(), config).to(device)
     head = torch.nn.Linear(1, 1).to(device)               # logit = w * ZNCC + b (SiamFC's score adjustment)
-    with torch.no_grad():
-        head.weight.fill_(10.0)
-        head.bias.fill_(-5.0)
+    with torch.no_grad():                                 # start at logit = ZNCC: near the constant-logit loss
+        head.weight.fill_(1.0)
+        head.bias.fill_(0.0)
     singles = D.PatchSampler(ctx.singles(), plan["patch"], augment=plan["augment"], seed=config.seed)
     pairs = D.PatchSampler(ctx.pairs(), plan["patch"], augment=plan["augment"], seed=config.seed + 1)
-    opt = _adam(list(model.parameters()) + list(head.parameters()), plan["lr"])
+    # The two scalars of the head get 10x the learning rate: the score scale must grow by about 10 while
+    # the features train (ZNCC lies in [-1, 1]).
+    opt = torch.optim.Adam([{"params": list(model.parameters()), "lr": plan["lr"]},
+                            {"params": list(head.parameters()), "lr": 10 * plan["lr"]}])
     bs, p = plan["batch_size"], plan["patch"]
     e = p // 2
     lo = (p - e) // 2

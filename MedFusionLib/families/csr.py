@@ -30,7 +30,7 @@ _REFERENCE = ("Y. Liu, X. Chen, R. K. Ward, Z. J. Wang, 'Image fusion with convo
 # Coefficient samples (images x filters x pixels) coded together by one ADMM: 16 MB per float32 array
 # of the solver (2 source-slice images of 256 x 256 with 32 filters); bounds the memory. Not larger:
 # glibc serves blocks of 32 MB and more by fresh mmap, so 4 images per solve paid page faults on every
-# temporary of every iteration and measured 2x slower per image than 2 (docs/benchmarks.md).
+# temporary of every iteration and measured 2.5x slower per slice than 2 (docs/benchmarks.md).
 _SOLVE_ELEMENTS = 1 << 22
 
 

@@ -26,6 +26,7 @@ from .. import rules_neural as neural
 from ..errors import FusionInputError, WeightsError
 from ..registry import Param, get_method, register
 from ..transforms.nsst import DEFAULT_DIRECTIONS, NSSTBands, check_directions
+from ._learned import DEVICE
 
 # Slices per internal chunk: keeps the spectra of a chunk (N x chunk x H x W/2 complex) small.
 _CHUNK_PIXELS = 1 << 19
@@ -299,24 +300,24 @@ def nsst_dcscm(stack: np.ndarray, directions=DEFAULT_DIRECTIONS, iterations: int
 SIMILARITY_FEATURES = ("learned", "bands")
 
 
-def band_feature_function():
+def band_feature_function(device: str = "auto"):
     """The trained Siamese feature branch (:class:`MedFusionLib.deep.networks.ShearletSiameseNet`) as
     ``fn(maps (K, H, W)) -> (K, F, H, W)`` float32, each map scaled to unit standard deviation first (as
-    in training). Raises :class:`WeightsError` (naming the training command) when its weights are
-    missing or corrupt."""
+    in training), run on ``device`` ('auto', 'cpu' or 'cuda'). Raises :class:`WeightsError` (naming the
+    training command) when its weights are missing or corrupt."""
     import torch
 
+    from ..deep.networks import ShearletSiameseNet
     from ..deep.weights import load_model, resolve_device
 
-    device = resolve_device("auto")
+    device = resolve_device(device)
     model = load_model("nsst_similarity", device)
     # Two maps per forward pass on the CPU: larger batches of full-size activations measured slower here
     # (fresh mmap'ed blocks page-fault, docs/benchmarks.md); on a GPU all at once.
     group = 2 if device.type == "cpu" else 64
 
     def features(maps: np.ndarray) -> np.ndarray:
-        maps = np.asarray(maps, dtype=np.float32)
-        scaled = maps / (maps.std(axis=(-2, -1), keepdims=True) + 1e-6)
+        scaled = ShearletSiameseNet.unit_std(maps)
         out = []
         with torch.inference_mode():
             for k in range(0, len(scaled), group):
@@ -330,9 +331,10 @@ def band_feature_function():
 def _check_similarity(params, n_inputs, shape):
     _check_for("nsst_similarity", True)(params, n_inputs, shape)
     if params.get("features", "learned") == "learned":
-        from ..deep.weights import check_weights
+        from ..deep import weights
 
-        check_weights("nsst_similarity")       # WeightsError naming the training command, before any work
+        weights.resolve_device(params.get("device", "auto"))     # cuda without a GPU: FusionInputError
+        weights.check_weights("nsst_similarity")   # WeightsError naming the training command, before any work
 
 
 @register("nsst_similarity", family="signal processing",
@@ -348,9 +350,11 @@ def _check_similarity(params, n_inputs, shape):
                         maximum=10.0),
                   Param("features", "choice", "learned", "Feature maps compared by the WNCC: 'learned' (the "
                         "paper's Siamese CNN, trained here; needs its weights) or 'bands' (the band "
-                        "magnitudes themselves, no network).", choices=SIMILARITY_FEATURES)))
+                        "magnitudes themselves, no network).", choices=SIMILARITY_FEATURES),
+                  DEVICE))
 def nsst_similarity(stack: np.ndarray, directions=DEFAULT_DIRECTIONS, threshold: float = 0.6, window: int = 3,
-                    sigma: float = 1.5, features: str = "learned", progress=None) -> np.ndarray:
+                    sigma: float = 1.5, features: str = "learned", device: str = "auto",
+                    progress=None) -> np.ndarray:
     """NSST fusion by similarity of learned features (Hermessi et al. 2018).
 
     1. NSST of both sources.
@@ -373,7 +377,7 @@ def nsst_similarity(stack: np.ndarray, directions=DEFAULT_DIRECTIONS, threshold:
                                f"got {features!r}")
     dirs = _directions(directions)
     radius = max(1, int(round(3 * sigma)))
-    extract = band_feature_function() if features == "learned" else None
+    extract = band_feature_function(device) if features == "learned" else None
 
     def low(band):
         return rules.local_energy_rule(band, window)

@@ -155,6 +155,8 @@ def cbpdn(dictionary, signal, lmbda: float, *, rho: Optional[float] = None, max_
                          f"got {tuple(d.shape)}")
     if int(max_iter) < 1:
         raise ValueError(f"max_iter must be at least 1; got {max_iter}")
+    if int(check_every) < 1:
+        raise ValueError(f"check_every must be at least 1; got {check_every}")
     lmbda = float(lmbda)
     rho0 = float(50.0 * lmbda + 1.0 if rho is None else rho)
     rho_xi = (1.0 + 18.3 ** (math.log10(lmbda) + 1.0)) if lmbda > 0 else 1.0
@@ -194,13 +196,16 @@ def cbpdn(dictionary, signal, lmbda: float, *, rho: Optional[float] = None, max_
         x = torch.fft.irfft2(xf, s=(height, width))
         y_prev = y
         v = u.add_(torch.lerp(y_prev, x, relax, out=work))     # x_r + u, x_r = relax x + (1 - relax) y
-        if len(active) == 1 or np.all(rho_vec == rho_vec[0]):
-            y = torch.nn.functional.softshrink(v, lmbda / float(rho_vec[0]))   # one fused pass
-            u = v.sub_(y)                                       # u + x_r - y
+        # u + x_r - y = clamp(x_r + u, -t, t) and y = soft(x_r + u, t) = (x_r + u) - clamp(...): the same
+        # float32 arithmetic whatever the batch (t = lambda / rho per image, rounded once to float32).
+        thresh = (lmbda / rho_vec).astype(np.float32)
+        if len(active) == 1:
+            t = float(thresh[0])
+            u = torch.clamp(v, -t, t)
         else:
-            thresh = (lmbda / rho_t)[:, None, None, None]
-            u = torch.clamp(v, -thresh, thresh)                 # u + x_r - y = x_r + u - soft(x_r + u)
-            y = v.sub_(u)                                       # soft thresholding, exact zeros kept
+            t = torch.as_tensor(thresh, device=dev)[:, None, None, None]
+            u = torch.clamp(v, -t, t)
+        y = v.sub_(u)                                           # soft thresholding, exact zeros kept
         last = iteration == max_iter
         if iteration % check_every == 0 or last:
             r = torch.linalg.vector_norm(torch.sub(x, y, out=work), dim=dims)

@@ -4,6 +4,7 @@ Usage (from the repository root, under the shared lock, nothing else heavy runni
 
     flock /tmp/medfusion-heavy.lock python Testing/Benchmarks/benchmark_signal_processing.py \
         [--quick] [--data ../shared/data/aanlib-dev] [--json out.json] [--only transforms|csr|methods]
+        [--tune-allocator]
 
 Parts
 -----
@@ -233,13 +234,22 @@ def main() -> None:
     parser.add_argument("--data", help="AANLIB-style folder for the CSR image (default: scikit-image camera)")
     parser.add_argument("--json", help="write the figures here")
     parser.add_argument("--only", choices=("transforms", "csr", "methods"), action="append")
+    parser.add_argument("--tune-allocator", action="store_true",
+                        help="apply MedFusionLib.runtime.tune_allocator() first (as the command line does)")
     args = parser.parse_args()
     import torch
+
+    tuned = False
+    if args.tune_allocator:
+        from MedFusionLib import runtime
+
+        tuned = runtime.tune_allocator()
 
     parts = args.only or ["transforms", "csr", "methods"]
     report = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "numpy": np.__version__,
                           "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
-                          "processor": platform.processor() or platform.machine()}}
+                          "processor": platform.processor() or platform.machine(),
+                          "allocator_tuned": tuned}}
     if "transforms" in parts:
         report["transforms"] = bench_transforms(args.quick)
     if "csr" in parts:

@@ -223,10 +223,8 @@ def test_command_line_tunes_the_allocator_of_its_own_process(monkeypatch, capsys
 def test_tune_allocator_applies_on_glibc():
     import platform
 
-    from MedFusionLib import runtime
-
-    applied = runtime.tune_allocator()
-    if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
-        assert applied is True
-    else:
-        assert applied is False
+    # In a child process: the setting is process-wide and must not change this test session's allocator.
+    out = subprocess.run([sys.executable, "-c", "from MedFusionLib import runtime; print(runtime.tune_allocator())"],
+                         capture_output=True, text=True, check=True).stdout.strip()
+    glibc = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
+    assert out == str(glibc)

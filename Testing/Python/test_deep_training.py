@@ -241,6 +241,13 @@ def test_resume_reproduces_an_uninterrupted_run(tmp_path):
 
 
 # --- recipes: every method trains a few steps ------------------------------------------------------------
+def test_everything_trainable_has_a_recipe_and_a_command():
+    from MedFusionLib.deep.weights import TRAIN_COMMANDS
+    from MedFusionLib.families._learned import TRAINABLE
+
+    assert set(TRAINABLE) == set(RECIPES) == set(TRAIN_COMMANDS)
+
+
 @pytest.mark.parametrize("method", ("feature_net",) + LEARNED + ("nsst_similarity",))
 def test_every_recipe_trains_a_few_steps(method, tmp_path, pair_folder, feature_net_path):
     out = str(tmp_path / f"{method}.pt")

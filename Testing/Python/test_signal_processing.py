@@ -363,7 +363,11 @@ def test_long_methods_can_be_cancelled(method, phantom2d):
 
 def test_similarity_learned_features_find_corresponding_structure(phantom2d):
     """The shipped Siamese branch was trained so that its features correlate where two modalities show
-    the same structure: an intensity-remapped copy must correlate better than a shifted copy."""
+    the same structure: an intensity-remapped copy must correlate better than a shifted copy, by a wider
+    margin than with the same network untrained (so the training is what does it)."""
+    import torch
+
+    from MedFusionLib.deep.networks import ShearletSiameseNet
     from MedFusionLib.families.nsst import band_feature_function
     from MedFusionLib.rules_neural import wncc
     from MedFusionLib.transforms.nsst import nsst_decompose
@@ -372,14 +376,24 @@ def test_similarity_learned_features_find_corresponding_structure(phantom2d):
     remapped = 1.0 - np.sqrt(x)                  # another "modality": same anatomy, other contrast
     shifted = np.roll(x, (5, 7), axis=(0, 1))
     level = [b[:, :, 0] for b in nsst_decompose(np.stack([x, remapped, shifted]), (8, 8))[1:]]
-    extract = band_feature_function()
-    scores = []
-    for band in level:                           # (3, H, W): one direction of each level
-        f = extract(band)                        # (3, F, H, W)
-        assert f.shape[:2] == (3, 8) and np.isfinite(f).all()
-        scores.append((wncc(f[0], f[1]).mean(), wncc(f[0], f[2]).mean()))
-    same, other = np.mean(scores, axis=0)
-    assert same > other + 0.2, (same, other)
+    torch.manual_seed(0)
+    untrained = ShearletSiameseNet().eval()
+
+    def margin(extract):
+        scores = []
+        for band in level:                       # (3, H, W): one direction of each level
+            f = extract(band)                    # (3, F, H, W)
+            assert f.shape[:2] == (3, 8) and np.isfinite(f).all()
+            scores.append((wncc(f[0], f[1]).mean(), wncc(f[0], f[2]).mean()))
+        same, other = np.mean(scores, axis=0)
+        return same - other
+
+    def extract_untrained(band):
+        with torch.no_grad():
+            return untrained(torch.from_numpy(ShearletSiameseNet.unit_std(band)[:, None])).numpy()
+
+    trained = margin(band_feature_function("cpu"))
+    assert trained > 0.2 and trained > margin(extract_untrained) + 0.2
 
 
 def test_similarity_features_learned_and_bands(tmp_path, monkeypatch):
@@ -390,9 +404,17 @@ def test_similarity_features_learned_and_bands(tmp_path, monkeypatch):
     learned = mf.fuse([a, b], method="nsst_similarity", directions=(4, 8), output_range="unit")
     bands = mf.fuse([a, b], method="nsst_similarity", features="bands", directions=(4, 8), output_range="unit")
     assert np.isfinite(learned).all() and np.abs(learned - bands).max() > 1e-3
+    from MedFusionLib.families import nsst
+
     monkeypatch.setenv("MEDFUSION_WEIGHTS_DIR", str(tmp_path))          # no weights there
-    with pytest.raises(mf.WeightsError) as missing:
-        mf.fuse([a, b], method="nsst_similarity")
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("the transform ran before the weights were checked")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(nsst, "NSSTBands", no_work)
+        with pytest.raises(mf.WeightsError) as missing:                 # at planning, before any work
+            mf.fuse([a, b], method="nsst_similarity")
     assert TRAIN_COMMANDS["nsst_similarity"] in str(missing.value)
     np.testing.assert_array_equal(mf.fuse([a, b], method="nsst_similarity", features="bands", directions=(4, 8),
                                           output_range="unit"), bands)
