@@ -26,7 +26,7 @@ from .. import rules_neural as neural
 from ..errors import FusionInputError, WeightsError
 from ..registry import Param, get_method, register
 from ..transforms.nsst import DEFAULT_DIRECTIONS, NSSTBands, check_directions
-from ._learned import DEVICE
+from ._learned import DEVICE, learned_check
 
 # Slices per internal chunk: keeps the spectra of a chunk (N x chunk x H x W/2 complex) small.
 _CHUNK_PIXELS = 1 << 19
@@ -307,17 +307,16 @@ def band_feature_function(device: str = "auto"):
     training command) when its weights are missing or corrupt."""
     import torch
 
+    from ..deep.inference import minibatch_size
     from ..deep.networks import ShearletSiameseNet
     from ..deep.weights import load_model, resolve_device
 
     device = resolve_device(device)
     model = load_model("nsst_similarity", device)
-    # Two maps per forward pass on the CPU: larger batches of full-size activations measured slower here
-    # (fresh mmap'ed blocks page-fault, docs/benchmarks.md); on a GPU all at once.
-    group = 2 if device.type == "cpu" else 64
 
     def features(maps: np.ndarray) -> np.ndarray:
         scaled = ShearletSiameseNet.unit_std(maps)
+        group = minibatch_size(scaled.shape[-2:], device)      # the learned methods' maps per forward pass
         out = []
         with torch.inference_mode():
             for k in range(0, len(scaled), group):
@@ -328,13 +327,13 @@ def band_feature_function(device: str = "auto"):
     return features
 
 
+_check_learned_features = learned_check("nsst_similarity")     # device, then weights (before any work)
+
+
 def _check_similarity(params, n_inputs, shape):
     _check_for("nsst_similarity", True)(params, n_inputs, shape)
     if params.get("features", "learned") == "learned":
-        from ..deep import weights
-
-        weights.resolve_device(params.get("device", "auto"))     # cuda without a GPU: FusionInputError
-        weights.check_weights("nsst_similarity")   # WeightsError naming the training command, before any work
+        _check_learned_features(params, n_inputs, shape)
 
 
 @register("nsst_similarity", family="signal processing",

@@ -185,6 +185,15 @@ def cbpdn(dictionary, signal, lmbda: float, *, rho: Optional[float] = None, max_
     final_s = np.full(n_batch, np.nan)
     done = np.zeros(n_batch, dtype=bool)
     dims = (1, 2, 3)
+
+    def per_image(values):
+        # One float32 value per active image: a Python scalar for a single image (torch's scalar path),
+        # else a (B, 1, 1, 1) tensor; either way the same float32 number for an image.
+        values = np.asarray(values, dtype=np.float32)
+        if len(values) == 1:
+            return float(values[0])
+        return torch.as_tensor(values, device=dev)[:, None, None, None]
+
     iteration = 0
     for iteration in range(1, max_iter + 1):
         zf = torch.fft.rfft2(torch.sub(y, u, out=work))
@@ -198,13 +207,8 @@ def cbpdn(dictionary, signal, lmbda: float, *, rho: Optional[float] = None, max_
         v = u.add_(torch.lerp(y_prev, x, relax, out=work))     # x_r + u, x_r = relax x + (1 - relax) y
         # u + x_r - y = clamp(x_r + u, -t, t) and y = soft(x_r + u, t) = (x_r + u) - clamp(...): the same
         # float32 arithmetic whatever the batch (t = lambda / rho per image, rounded once to float32).
-        thresh = (lmbda / rho_vec).astype(np.float32)
-        if len(active) == 1:
-            t = float(thresh[0])
-            u = torch.clamp(v, -t, t)
-        else:
-            t = torch.as_tensor(thresh, device=dev)[:, None, None, None]
-            u = torch.clamp(v, -t, t)
+        t = per_image(lmbda / rho_vec)
+        u = torch.clamp(v, -t, t)
         y = v.sub_(u)                                           # soft thresholding, exact zeros kept
         last = iteration == max_iter
         if iteration % check_every == 0 or last:
@@ -243,8 +247,7 @@ def cbpdn(dictionary, signal, lmbda: float, *, rho: Optional[float] = None, max_
                 if np.any(factor != 1.0):
                     rho_vec = rho_vec * factor
                     # u is the scaled dual (y_dual / rho). Out of place: measured faster than div_ here.
-                    u = u / (float(factor[0]) if len(factor) == 1 else
-                             torch.as_tensor(factor, dtype=torch.float32, device=dev)[:, None, None, None])
+                    u = u / per_image(factor)
         if progress is not None and iteration % 10 == 0:
             progress(iteration / max_iter, f"CBPDN iteration {iteration}")
     obj = objective(d.cpu().numpy(), coef, s.cpu().numpy(), lmbda)

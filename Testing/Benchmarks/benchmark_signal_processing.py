@@ -199,7 +199,7 @@ def _fft_floor(n_filters: int, shape, repeats: int) -> dict:
     return report
 
 
-def bench_csr_volume(quick: bool) -> dict:
+def bench_csr_volume() -> dict:
     """``csr`` on an 8-slice 256 x 256 head-phantom volume pair, slice-wise (several CBPDN batches)."""
     import MedFusionLib as mf
     from MedFusionLib import sampledata
@@ -224,7 +224,7 @@ def bench_methods(quick: bool) -> dict:
         rows[method] = {"pair_256_s": seconds}
         print(f"{method:16s} {seconds:.2f} s per 256x256 pair", flush=True)
     if not quick:
-        rows["csr_volume"] = bench_csr_volume(quick)
+        rows["csr_volume"] = bench_csr_volume()
     return rows
 
 
