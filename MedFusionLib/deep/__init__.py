@@ -15,7 +15,7 @@ This package is imported only by the learned methods, the ``medfusion train`` co
 ``losses``
     Reusable loss pieces: SSIM (MONAI), intensity, gradient, perceptual (on the feature network trained
     here), the adaptive weights of FusionDN and U2Fusion (PMGI's proportional loss is
-    written in its recipe, ``recipes.py``).
+    written in its recipe, ``recipes/unified.py``).
 ``ewc``
     Elastic weight consolidation for sequential multi-task training.
 ``trainer``

@@ -22,8 +22,21 @@ from .blocks import (LRELU, RELU, conv, conv_stack, dense_block, gaussian_kernel
                      separable_filter, upsample)
 
 
+#: Every network class by name (filled by :class:`_Network` subclasses as they are defined), so that a
+#: weight file naming its network can rebuild it.
+NETWORKS: Dict[str, type] = {}
+
+
 class _Network(nn.Module):
-    """Base class: remembers the constructor arguments (``arch``) for the weight file."""
+    """Base class: remembers the constructor arguments (``arch``) for the weight file; every subclass is
+    registered in :data:`NETWORKS` under its class name."""
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if not cls.__name__.startswith("_"):
+            if cls.__name__ in NETWORKS and NETWORKS[cls.__name__] is not cls:
+                raise TypeError(f"two networks named {cls.__name__}")
+            NETWORKS[cls.__name__] = cls
 
     def __init__(self, **arch):
         super().__init__()
@@ -325,6 +338,3 @@ class U2FusionNet(_Network):
     def forward(self, sources: torch.Tensor) -> torch.Tensor:
         return self.decoder(self.encoder(sources))
 
-
-NETWORKS = {cls.__name__: cls for cls in (FeatureNet, SiameseWeightNet, ShearletSiameseNet, StackedAutoencoderNet, IFCNNNet,
-                                         PMGINet, FusionDNNet, U2FusionNet)}

@@ -23,6 +23,8 @@ from typing import Any, Dict, Optional, Tuple
 import torch
 
 from ..errors import FusionInputError, WeightsError
+from ..families._learned import TRAINABLE
+from . import networks_adversarial, networks_encoder_decoder  # noqa: F401  (register their networks)
 from .networks import NETWORKS
 
 FORMAT = "medfusion-weights/1"
@@ -31,16 +33,10 @@ PACKAGE_WEIGHTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(_
 
 #: The command that reproduced each shipped weight file (run from the repository root, with the AANLIB
 #: development set beside the checkout). docs/models.md gives the data, seed and wall time of each.
+#: Every trainable network has the same form of command (its recipe's defaults are the shipped run).
 TRAIN_COMMANDS: Dict[str, str] = {
-    "feature_net": "medfusion train feature_net --data ../shared/data/aanlib-dev --out MedFusionLib/weights/feature_net.pt",
-    "cnn_weight_map": "medfusion train cnn_weight_map --data ../shared/data/aanlib-dev --out MedFusionLib/weights/cnn_weight_map.pt",
-    "dscnn": "medfusion train dscnn --data ../shared/data/aanlib-dev --out MedFusionLib/weights/dscnn.pt",
-    "ifcnn": "medfusion train ifcnn --data ../shared/data/aanlib-dev --out MedFusionLib/weights/ifcnn.pt",
-    "pmgi": "medfusion train pmgi --data ../shared/data/aanlib-dev --out MedFusionLib/weights/pmgi.pt",
-    "fusiondn": "medfusion train fusiondn --data ../shared/data/aanlib-dev --out MedFusionLib/weights/fusiondn.pt",
-    "u2fusion": "medfusion train u2fusion --data ../shared/data/aanlib-dev --out MedFusionLib/weights/u2fusion.pt",
-    "nsst_similarity": "medfusion train nsst_similarity --data ../shared/data/aanlib-dev --out MedFusionLib/weights/nsst_similarity.pt",
-}
+    name: f"medfusion train {name} --data ../shared/data/aanlib-dev --out MedFusionLib/weights/{name}.pt"
+    for name in TRAINABLE}
 
 
 def weights_dir() -> str:

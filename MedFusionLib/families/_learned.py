@@ -38,4 +38,5 @@ def learned_check(method: str, extra: Optional[Callable[[Mapping[str, Any], int,
 
 #: What ``medfusion train`` can train: the learned methods, the feature network of their losses and the
 #: band-feature network of the signal-processing method ``nsst_similarity``.
-TRAINABLE = ("feature_net", "cnn_weight_map", "dscnn", "ifcnn", "pmgi", "fusiondn", "u2fusion", "nsst_similarity")
+TRAINABLE = ("feature_net", "cnn_weight_map", "dscnn", "ifcnn", "pmgi", "fusiondn", "u2fusion", "nsst_similarity",
+             "fusiongan", "ddcgan", "mgmdcgan", "tissue_cgan", "unet_fusion", "mcfnet")

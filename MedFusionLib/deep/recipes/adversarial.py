@@ -1,0 +1,1 @@
+"""Placeholder: recipes of this family are being written."""
