@@ -262,6 +262,53 @@ def learned_evaluation() -> str:
     return "\n".join(out).rstrip("\n")
 
 
+# --- mean rank over the nine published metrics -------------------------------------------------------------
+#: The published CDDFuse row (CVPR 2023, Table 5; ../shared/docs/fusion-metrics.md), EN / SD / SF / MI / SCD /
+#: VIF / Qabf / SSIM: the flagship method must beat it on at least 5 of 8 on every set.
+CDDFUSE = {"MRI_CT": (4.88, 79.17, 38.14, 2.61, 1.41, 0.61, 0.68, 1.34),
+           "MRI_PET": (4.22, 70.74, 29.57, 2.03, 1.69, 0.71, 0.71, 1.49),
+           "MRI_SPECT": (3.90, 58.31, 20.87, 2.49, 1.35, 0.97, 0.78, 1.48)}
+RANK_SETS = ("MRI_CT", "MRI_PET", "MRI_SPECT")
+
+
+def mean_ranks(methods: dict) -> dict:
+    """Mean over the nine metrics of each method's rank among ``methods`` ({name: row}) on one set: rank 1
+    is the highest value (all nine are higher-is-better), tied values share the mean of their ranks, and
+    an undefined (NaN) mean ranks last."""
+    totals = {name: 0.0 for name in methods}
+    for metric in README_METRICS:
+        values = {name: _value(row, metric) for name, row in methods.items()}
+        for name, mine in values.items():
+            if mine is None:
+                above = sum(v is not None for v in values.values())
+                ties = sum(v is None for v in values.values())
+            else:
+                above = sum(v is not None and v > mine for v in values.values())
+                ties = sum(v is not None and v == mine for v in values.values())
+            totals[name] += above + (ties + 1) / 2
+    return {name: total / len(README_METRICS) for name, total in totals.items()}
+
+
+def rank_table() -> str:
+    """Every method's mean rank per set (held-back pairs), best first by the mean over the three sets, with
+    its wins against the published CDDFuse row."""
+    rows = _read_results()
+    if rows is None:
+        return "_Run the held-out evaluation to fill this table._"
+    sets = _by_set(rows)
+    ranks = {s: mean_ranks(sets[s]) for s in RANK_SETS if s in sets}
+    names = list(next(iter(sets.values())))
+    overall = {n: sum(ranks[s][n] for s in ranks) / len(ranks) for n in names}
+    head = ["method"] + [f"{s} rank" for s in ranks] + ["mean"] + [f"vs CDDFuse {s}" for s in ranks]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    leaders = {s: min(ranks[s], key=ranks[s].get) for s in ranks}
+    for name in sorted(names, key=lambda n: (overall[n], n)):
+        cells = [f"**{ranks[s][name]:.2f}**" if leaders[s] == name else f"{ranks[s][name]:.2f}" for s in ranks]
+        wins = [f"{len(wins_against(sets[s][name], CDDFUSE[s], PUBLISHED_METRICS))}/8" for s in ranks]
+        lines.append("| " + " | ".join([f"`{name}`"] + cells + [f"{overall[name]:.2f}"] + wins) + " |")
+    return "\n".join(lines)
+
+
 def update_models_and_evaluation() -> None:
     with open(MODELS, encoding="utf-8") as fh:
         text = fh.read()
@@ -273,6 +320,7 @@ def update_models_and_evaluation() -> None:
     with open(EVALUATION, encoding="utf-8") as fh:
         text = fh.read()
     text = replace_block(text, "learned", learned_evaluation(), "docs/evaluation.md")
+    text = replace_block(text, "ranks", rank_table(), "docs/evaluation.md")
     with open(EVALUATION, "w", encoding="utf-8") as fh:
         fh.write(text)
     with open(SIGNAL_PROCESSING, encoding="utf-8") as fh:

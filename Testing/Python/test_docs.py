@@ -67,3 +67,19 @@ def test_win_counting():
     assert docs.wins_against(row, worse) == ["SD"]                # NaN (undefined) counts as no win
     assert docs.wins_against(worse, row) == []
     assert docs.wins_against(row, (0.5,) * 8, docs.PUBLISHED_METRICS) == list(docs.PUBLISHED_METRICS)
+
+
+def test_rank_table_is_generated_and_ranks_are_right():
+    docs = _update_docs()
+    with open(os.path.join(ROOT, "docs", "evaluation.md"), encoding="utf-8") as fh:
+        assert docs.block(fh.read(), "ranks") == docs.rank_table(), \
+            "docs/evaluation.md rank table is stale: run `python Testing/update_docs.py`"
+    # Three methods, nine metrics: 'a' best on all, 'b' and 'c' tied on all but SSIM (b better) and VIF
+    # (undefined for c: ranked last).
+    a = {m: "3" for m in docs.README_METRICS}
+    b = dict({m: "2" for m in docs.README_METRICS}, SSIM="1.5")
+    c = dict({m: "2" for m in docs.README_METRICS}, SSIM="1.0", VIF="nan")
+    ranks = docs.mean_ranks({"a": a, "b": b, "c": c})
+    assert ranks["a"] == 1.0
+    # b: 7 ties at 2.5, SSIM 2, VIF 2; c: 7 ties at 2.5, SSIM 3, VIF 3.
+    assert abs(ranks["b"] - (7 * 2.5 + 2 + 2) / 9) < 1e-12 and abs(ranks["c"] - (7 * 2.5 + 3 + 3) / 9) < 1e-12

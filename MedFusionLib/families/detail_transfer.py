@@ -1,0 +1,91 @@
+"""Select-maximum fusion with detail transfer: MedFusion's recommended method for quality.
+
+Pixel select-maximum keeps, at every pixel, the input that carries the signal there: bright bone of a
+CT, the uptake of a PET or SPECT, the soft tissue of an MRI where the functional image is dark. Its
+weakness is structure: where the brighter input is smooth, the edges and texture of the darker input
+(grey/white-matter boundaries under a PET hot spot, say) are lost, and where both inputs carry signal
+only one of them shows. ``max_detail`` keeps select-maximum's intensities and adds both back:
+
+- **base**: ``(1 - u) max_n S_n + u (1 - prod_n (1 - S_n))``, select-maximum blended (weight
+  ``union``, u) with the probabilistic sum ("screen", the fuzzy union), which equals select-maximum where
+  all but one input are dark and is brighter where several inputs carry signal;
+- **detail transfer**: every input is split into base and detail by a Gaussian low-pass
+  (D_n = S_n - G_sigma * S_n: the two-scale split of Li, Kang and Hu), ``i`` is the brightest input at
+  the pixel, ``j`` the one with the largest |D| (the choose-max-abs rule of multi-scale fusion), and the
+  brightest input's detail is replaced by the strongest one where that is clearly stronger:
+
+      F = base + gain * w * (D_j - D_i),   w = clip((|D_j| - |D_i|) / t - 1, 0, 1),
+
+  t = ``threshold``: no transfer while the strongest detail exceeds the brightest input's by less than
+  t (noise), full transfer from 2 t on. Where nothing is transferred F is the base, and where all but one
+  input are dark it is exactly that input: the black background stays black.
+
+How it was chosen: on the *training* pairs of the development set (MRI-CT, MRI-PET, MRI-SPECT), among
+variants of select-maximum with transferred detail (pixel-wise or saliency-driven selection, one or two
+detail scales, sigma 0.7-2.5, gain 0.5-1.25, thresholds 0-14 grey levels, union 0-1), this form and these
+defaults had the best mean rank over the nine published metrics against every other registered method on
+all three sets, and beat the published CDDFuse row on 5 of its 8 metrics on each; it was then confirmed
+once on the held-back pairs (docs/evaluation.md, "The flagship method"). It runs natively in 2-D and 3-D
+and on any number of inputs, in milliseconds per slice.
+
+References
+----------
+.. [1] P. J. Burt, R. J. Kolczynski, "Enhanced image capture through fusion", ICCV 1993 (choose-max
+       selection of pattern-selective fusion).
+.. [2] S. Li, X. Kang, J. Hu, "Image fusion with guided filtering", IEEE TIP 22(7):2864-2875, 2013
+       (two-scale base/detail decomposition).
+.. [3] A. P. James, B. V. Dasarathy, "Medical image fusion: a survey of the state of the art",
+       Information Fusion 19:4-19, 2014 (pixel select-maximum).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage as ndi
+
+from ..registry import Param, register
+
+_REFERENCE = ("MedFusion's own combination (docs/evaluation.md); select-maximum: A. P. James, B. V. Dasarathy, "
+              "Information Fusion 19:4-19, 2014; two-scale split: S. Li, X. Kang, J. Hu, IEEE TIP 22(7):2864-2875, "
+              "2013; choose-max-abs: P. J. Burt, R. J. Kolczynski, ICCV 1993")
+
+
+def detail_layers(stack: np.ndarray, sigma: float) -> np.ndarray:
+    """Detail layers ``S - G_sigma * S`` of a ``(N, B, *spatial)`` stack (Gaussian over the spatial axes
+    only, reflected borders), float32."""
+    spatial = stack.ndim - 2
+    base = ndi.gaussian_filter(stack, sigma=(0, 0) + (float(sigma),) * spatial, mode="reflect")
+    return stack - base
+
+
+@register("max_detail", family="classical",
+          summary="Select-maximum with detail transfer: the brightest input at each pixel (blended with the "
+                  "probabilistic sum), its detail replaced by the clearly stronger detail of another input.",
+          reference=_REFERENCE, dims=(2, 3),
+          params=(Param("sigma", "float", 2.0, "Gaussian sigma (pixels) of the base/detail split.",
+                        minimum=0.3, maximum=8.0),
+                  Param("gain", "float", 1.0, "Weight of the transferred detail (0: no transfer).",
+                        minimum=0.0, maximum=2.0),
+                  Param("threshold", "float", 0.047, "Detail difference (0..1 intensity units; 0.047 is 12 of "
+                        "255 grey levels) below which nothing is transferred; full transfer from twice it.",
+                        minimum=1e-4, maximum=1.0),
+                  Param("union", "float", 0.15, "Weight of the probabilistic sum in the base (0: select-maximum).",
+                        minimum=0.0, maximum=1.0)))
+def max_detail_fusion(stack: np.ndarray, sigma: float = 2.0, gain: float = 1.0, threshold: float = 0.047,
+                      union: float = 0.15) -> np.ndarray:
+    """F = (1 - u) max_n S_n + u (1 - prod_n (1 - S_n)) + gain w (D_j - D_i) of a ``(N, B, *spatial)``
+    stack in [0, 1], with i = argmax_n S_n, j = argmax_n |D_n|, D_n = S_n - G_sigma * S_n and
+    w = clip((|D_j| - |D_i|) / threshold - 1, 0, 1) per pixel (ties go to the first input)."""
+    brightest = stack.argmax(axis=0)[None]
+    fused = np.take_along_axis(stack, brightest, 0)[0]
+    if union:
+        screen = 1.0 - np.prod(1.0 - stack, axis=0, dtype=np.float32)
+        fused = (1.0 - np.float32(union)) * fused + np.float32(union) * screen
+    if gain:
+        details = detail_layers(stack, sigma)
+        strongest = np.abs(details).argmax(axis=0)[None]
+        d_strong = np.take_along_axis(details, strongest, 0)[0]
+        d_bright = np.take_along_axis(details, brightest, 0)[0]
+        weight = np.clip((np.abs(d_strong) - np.abs(d_bright)) / np.float32(threshold) - 1.0, 0.0, 1.0)
+        fused = fused + np.float32(gain) * weight * (d_strong - d_bright)
+    return np.clip(fused, 0.0, 1.0).astype(np.float32, copy=False)
