@@ -25,7 +25,7 @@ from .errors import FusionInputError
 from .progress import CancelLike, Progress, ProgressCallback
 from .registry import MethodSpec, get_method
 
-DEFAULT_METHOD = "laplacian"
+DEFAULT_METHOD = "max_detail"
 MODES = ("auto", "slices", "3d")
 OUTPUT_RANGES = ("reference", "unit")
 # Slice batches hold about this many voxels per input (4 Mi: 64 slices of 256 x 256, 16 of 512 x 512).

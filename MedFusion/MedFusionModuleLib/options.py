@@ -11,7 +11,7 @@ import html
 from typing import Iterable, Optional
 
 #: Default method, as ``MedFusionLib.DEFAULT_METHOD``.
-DEFAULT_METHOD = "laplacian"
+DEFAULT_METHOD = "max_detail"
 
 #: ``mode`` of :func:`MedFusionLib.fuse`: native 3-D when the method supports it, else slice-wise.
 MODES = ("auto", "slices", "3d")

@@ -82,7 +82,8 @@ def test_fuse_images(tmp_path, image_files):
 
 @pytest.mark.parametrize("argv_tail, message", [
     (["-m", "nope"], "unknown fusion method"),
-    (["-p", "levels=99"], "out of range"),
+    (["-m", "laplacian", "-p", "levels=99"], "out of range"),
+    (["-p", "sigma=99"], "out of range"),
     (["-p", "levels"], "KEY=VALUE"),
     (["-p", "colour=1"], "has no parameter"),
 ])

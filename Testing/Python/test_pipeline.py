@@ -40,7 +40,8 @@ def test_bad_inputs_are_rejected_with_clear_messages(images, message):
     (dict(output_range="hounsfield"), "output_range"),
     (dict(colormap="plasma"), "unknown colour map"),
     (dict(colour_space="lab", colormap="hot"), "colour_space"),
-    (dict(levels=99), "out of range"),
+    (dict(method="laplacian", levels=99), "out of range"),
+    (dict(sigma=99), "out of range"),
     (dict(progress=42), "progress must be a callable"),
     (dict(cancel=42), "cancel must be"),
 ])
