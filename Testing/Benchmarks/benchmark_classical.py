@@ -23,7 +23,7 @@ import numpy as np
 
 from _timing import median_seconds
 
-CLASSICAL = ["average", "weighted_average", "max", "min", "pca", "dwt", "laplacian", "guided_filter"]
+CLASSICAL = ["average", "weighted_average", "max", "min", "pca", "dwt", "laplacian", "guided_filter", "max_detail"]
 
 
 

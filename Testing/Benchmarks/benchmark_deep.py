@@ -22,7 +22,8 @@ import numpy as np
 
 from _timing import median_seconds
 
-LEARNED = ["cnn_weight_map", "dscnn", "ifcnn", "pmgi", "fusiondn", "u2fusion"]
+LEARNED = ["cnn_weight_map", "dscnn", "ifcnn", "pmgi", "fusiondn", "u2fusion", "fusiongan", "ddcgan", "mgmdcgan",
+           "tissue_cgan", "unet_fusion", "mcfnet"]
 
 
 
