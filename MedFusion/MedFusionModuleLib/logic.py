@@ -276,9 +276,18 @@ class MedFusionLogicBase:
         others = list(otherVolumes or [])
         inputs = [referenceVolume] + others
         reporter = lib.progress.Progress.wrap(progress, cancel)
+        # With metrics, a chosen output node is filled only once the metrics are done too: the fusion goes
+        # to a new staging node first, so that cancelling (or failing) during the metrics leaves the chosen
+        # node, like the rest of the scene, as it was.
+        staged = computeMetrics and outputVolume is not None
+        if staged:
+            reason = self.checkInputs(referenceVolume, others, method, dict(parameters or {}), outputVolume,
+                                      mode=mode, sliceAxis=sliceAxis, colourMap=colourMap, colourSpace=colourSpace)
+            if reason is not None:
+                raise lib.FusionInputError(reason)
         result = self._fuse(inputs, method, parameters, mode=mode, sliceAxis=sliceAxis, colourMap=colourMap,
-                            colourSpace=colourSpace, device=device, outputVolume=outputVolume,
-                            outputName=outputName,
+                            colourSpace=colourSpace, device=device, outputVolume=None if staged else outputVolume,
+                            outputName=outputName or (outputVolume.GetName() if staged else None),
                             progress=reporter.sub(0.0, 1.0 - _METRICS_SHARE if computeMetrics else 1.0))
         try:
             if computeMetrics:
@@ -286,8 +295,10 @@ class MedFusionLogicBase:
                     result.outputVolume, inputs, colourMap=colourMap, sliceAxis=self._metricsAxis(mode, sliceAxis),
                     progress=reporter.sub(1.0 - _METRICS_SHARE, 1.0))
         except BaseException:
-            self._discardNewOutput(result.outputVolume, outputVolume)
+            self._discardNewOutput(result.outputVolume, None if staged else outputVolume)
             raise
+        if staged:
+            result.outputVolume = self._adoptStaged(result.outputVolume, outputVolume, outputName)
         if computeMetrics:
             table = metricsTable if metricsTable is not None else self.newMetricsTable(referenceVolume.GetScene())
             self.writeMetricsTable(table, [result], sliceAxis=self._metricsAxis(mode, sliceAxis))
@@ -330,6 +341,31 @@ class MedFusionLogicBase:
         resolved = {k: (list(v) if isinstance(v, tuple) else v) for k, v in resolved.items() if k != DEVICE_PARAMETER}
         return FusionResult(outputVolume=node, method=spec.name, parameters=resolved, inputVolumes=list(inputs),
                             seconds=seconds, colourOutput=colour)
+
+    def _adoptStaged(self, staging, requested, outputName: Optional[str]):
+        """Move a finished staging node's volume into the node the user chose, and remove the staging node.
+        An empty chosen node of the wrong kind (scalar for colour output, vector for grey) is replaced by
+        the staging node instead, under its name."""
+        if requested.GetImageData() is None and _isRGB(requested) != _isRGB(staging):
+            name = requested.GetName()
+            self._discardNewOutput(requested, None)
+            staging.SetName(name)
+            return staging
+        was_modifying = requested.StartModify()
+        try:
+            if outputName:
+                requested.SetName(outputName)
+            from MedFusionLib.bridge import _ijk_to_ras
+
+            requested.SetIJKToRASMatrix(_ijk_to_ras(staging))
+            requested.SetAndObserveImageData(staging.GetImageData())
+            requested.SetAndObserveTransformNodeID(staging.GetTransformNodeID())
+        finally:
+            requested.EndModify(was_modifying)
+        if requested.GetDisplayNode() is None:
+            requested.CreateDefaultDisplayNodes()
+        self._discardNewOutput(staging, None)
+        return requested
 
     @staticmethod
     def _discardNewOutput(node, requested) -> None:

@@ -617,3 +617,30 @@ def test_batch_script_exit_codes(tmp_path):
                  "-p", "levels=99", cwd=tmp_path)
     assert bad.returncode == 1 and "levels" in bad.stderr
     assert not (tmp_path / "x.nrrd").exists()
+
+
+@pytest.mark.parametrize("stop_at", (0.3, 0.9))
+def test_cancel_during_metrics_leaves_a_chosen_output_node_untouched(logic, volumes, scene, stop_at):
+    """A chosen output node with data keeps its data, geometry and name when the call is cancelled while
+    fusing or while computing metrics; the finished call fills it (issue: metrics ran after writing)."""
+    out = logic.process(volumes["MRI"], [volumes["PET"]], "average", mode="slices", showResult=False).outputVolume
+    before = slicer.util.arrayFromVolume(out).copy()
+    name, count = out.GetName(), _node_count(scene)
+    token = MedFusionLib.CancelToken()
+    seen = []
+
+    def progress(fraction, message):
+        seen.append(message)
+        if fraction >= stop_at:
+            token.cancel()
+
+    with pytest.raises(FusionCancelled):
+        logic.process(volumes["MRI"], [volumes["PET"]], "max", mode="slices", outputVolume=out,
+                      computeMetrics=True, showResult=False, progress=progress, cancel=token)
+    assert any(m.startswith("metrics") for m in seen) == (stop_at > 0.5)
+    np.testing.assert_array_equal(slicer.util.arrayFromVolume(out), before)
+    assert out.GetName() == name and _node_count(scene) == count
+    done = logic.process(volumes["MRI"], [volumes["PET"]], "max", mode="slices", outputVolume=out,
+                         computeMetrics=True, showResult=False)
+    assert done.outputVolume is out and _node_count(scene) == count + 1      # + the metrics table
+    assert not np.array_equal(slicer.util.arrayFromVolume(out), before) and done.metrics
