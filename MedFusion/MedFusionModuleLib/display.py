@@ -111,10 +111,47 @@ def isRGBVolume(volume) -> bool:
     return volume is not None and volume.IsA("vtkMRMLVectorVolumeNode")
 
 
+def isUserColourTable(scene, nodeID: Optional[str]) -> bool:
+    """Whether ``nodeID`` is a colour table a user (or Slicer) chose: not grey and not one of ours."""
+    if not nodeID or nodeID == BUILTIN_GREY_ID:
+        return False
+    node = scene.GetNodeByID(nodeID)
+    if node is None or node.GetAttribute(COLOUR_MAP_ATTRIBUTE):
+        return False
+    return "grey" not in (node.GetName() or "").lower() and "gray" not in (node.GetName() or "").lower()
+
+
+def copyWindowLevel(source, target) -> bool:
+    """Give ``target``'s scalar display the window/level of ``source``'s (a CT preset survives fusion);
+    an automatic window/level stays automatic. Returns whether anything was copied."""
+    src = source.GetDisplayNode() if source is not None else None
+    dst = target.GetDisplayNode()
+    if src is None or dst is None or not hasattr(src, "GetWindow") or not hasattr(dst, "SetWindowLevel"):
+        return False
+    if src.GetAutoWindowLevel():
+        dst.SetAutoWindowLevel(True)
+    else:
+        was = dst.StartModify()
+        try:
+            dst.SetAutoWindowLevel(False)
+            dst.SetWindowLevel(src.GetWindow(), src.GetLevel())
+        finally:
+            dst.EndModify(was)
+    return True
+
+
+def restoreColourMap(volume, nodeID: Optional[str]) -> None:
+    """Put back the colour table a volume had before an overlay (``overlayPreviousColourNodeID``)."""
+    display = volume.GetDisplayNode()
+    if display is not None and nodeID and volume.GetScene().GetNodeByID(nodeID) is not None:
+        display.SetAndObserveColorNodeID(nodeID)
+
+
 def setupResultDisplay(output, functional=None, colourMap: Optional[str] = None, showOverlay: bool = False,
-                       overlayOpacity: float = 0.5) -> Dict[str, Any]:
-    """Display a fusion result: the output as background in the slice views, grey output in grey, and,
-    when asked, the functional input as a foreground overlay through its colour map.
+                       overlayOpacity: float = 0.5, reference=None, keepUserColourMap: bool = True) -> Dict[str, Any]:
+    """Display a fusion result: the output as background in the slice views, grey output in grey with
+    the reference's window/level, and, when asked, the functional input as a foreground overlay through
+    its colour map. Without the overlay no input node or display node changes.
 
     Parameters
     ----------
@@ -127,20 +164,36 @@ def setupResultDisplay(output, functional=None, colourMap: Optional[str] = None,
         their own colours.
     showOverlay, overlayOpacity
         Whether to overlay the functional input, and with which opacity (0..1).
+    reference : volume node, optional
+        The reference input: grey output gets its window/level.
+    keepUserColourMap : bool
+        Keep a colour table the user gave the functional input (anything but grey or one of ours, e.g.
+        Slicer's "PET-Heat") instead of ``colourMap``.
 
     Returns
     -------
     dict
-        ``sliceViews`` (number of slice views changed), ``outputColourNodeID``, ``overlayColourNodeID``.
+        ``sliceViews`` (number of slice views changed), ``outputColourNodeID``, ``overlayColourNodeID``,
+        ``overlayPreviousColourNodeID`` (to undo the overlay's colour map: :func:`restoreColourMap`).
     """
-    info: Dict[str, Any] = {"outputColourNodeID": None, "overlayColourNodeID": None}
+    info: Dict[str, Any] = {"outputColourNodeID": None, "overlayColourNodeID": None,
+                            "overlayPreviousColourNodeID": None}
     if output.GetDisplayNode() is None:
         output.CreateDefaultDisplayNodes()
     if not isRGBVolume(output):
         info["outputColourNodeID"] = setVolumeColourMap(output, "grey")
+        if reference is not None and not isRGBVolume(reference):
+            copyWindowLevel(reference, output)
     overlay = functional if (showOverlay and functional is not None) else None
     if overlay is not None and not isRGBVolume(overlay):
-        info["overlayColourNodeID"] = setVolumeColourMap(overlay, colourMap or "pet")
+        if overlay.GetDisplayNode() is None:
+            overlay.CreateDefaultDisplayNodes()
+        previous = overlay.GetDisplayNode().GetColorNodeID()
+        info["overlayPreviousColourNodeID"] = previous
+        if keepUserColourMap and isUserColourTable(overlay.GetScene(), previous):
+            info["overlayColourNodeID"] = previous
+        else:
+            info["overlayColourNodeID"] = setVolumeColourMap(overlay, colourMap or "pet")
     info["sliceViews"] = showInSliceViews(output, overlay, overlayOpacity)
     return info
 

@@ -59,6 +59,9 @@ class FusionResult:
     metricsNote: str = ""
     metricsTable: Any = None
     problems: List[str] = field(default_factory=list)
+    #: What the display set-up did (``display.setupResultDisplay``'s dict; the previous colour table of
+    #: the functional input, to restore it, is ``display["overlayPreviousColourNodeID"]``).
+    display: Dict[str, Any] = field(default_factory=dict)
 
     def tableRow(self) -> Dict[str, Any]:
         row: Dict[str, Any] = {
@@ -304,9 +307,10 @@ class MedFusionLogicBase:
             self.writeMetricsTable(table, [result], sliceAxis=self._metricsAxis(mode, sliceAxis))
             result.metricsTable = table
         if showResult:
-            self.showResult(result.outputVolume, others[-1] if others else None,
-                            colourMap=overlayColourMap or colourMap, showOverlay=showOverlay,
-                            overlayOpacity=overlayOpacity)
+            result.display = self.showResult(result.outputVolume, others[-1] if others else None,
+                                             colourMap=overlayColourMap or colourMap, showOverlay=showOverlay,
+                                             overlayOpacity=overlayOpacity, reference=referenceVolume,
+                                             keepUserColourMap=overlayColourMap is None)
         reporter.report(1.0, "done")
         return result
 
@@ -388,10 +392,12 @@ class MedFusionLogicBase:
     # --- display ---------------------------------------------------------------------------------------
     @staticmethod
     def showResult(outputVolume, functionalVolume=None, *, colourMap: Optional[str] = None,
-                   showOverlay: bool = False, overlayOpacity: float = 0.5) -> Dict[str, Any]:
+                   showOverlay: bool = False, overlayOpacity: float = 0.5, reference=None,
+                   keepUserColourMap: bool = True) -> Dict[str, Any]:
         """Show the output in the slice views (see :func:`MedFusionModuleLib.display.setupResultDisplay`)."""
         return display.setupResultDisplay(outputVolume, functionalVolume, colourMap=colourMap or "pet",
-                                          showOverlay=showOverlay, overlayOpacity=overlayOpacity)
+                                          showOverlay=showOverlay, overlayOpacity=overlayOpacity,
+                                          reference=reference, keepUserColourMap=keepUserColourMap)
 
     # --- metrics ---------------------------------------------------------------------------------------
     @staticmethod

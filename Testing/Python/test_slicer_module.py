@@ -644,3 +644,37 @@ def test_cancel_during_metrics_leaves_a_chosen_output_node_untouched(logic, volu
                          computeMetrics=True, showResult=False)
     assert done.outputVolume is out and _node_count(scene) == count + 1      # + the metrics table
     assert not np.array_equal(slicer.util.arrayFromVolume(out), before) and done.metrics
+
+
+def test_display_keeps_the_users_choices(logic, volumes, scene):
+    """Grey output gets the reference's window/level; the overlay keeps a colour table the user chose and
+    reports the previous one for restoring; without the overlay no input display node changes."""
+    mri, pet = volumes["MRI"], volumes["PET"]
+    for node in (mri, pet):
+        if node.GetDisplayNode() is None:
+            node.CreateDefaultDisplayNodes()
+    original = {n: (n.GetDisplayNode().GetAutoWindowLevel(), n.GetDisplayNode().GetColorNodeID()) for n in (mri, pet)}
+    mri.GetDisplayNode().SetAutoWindowLevel(False)
+    mri.GetDisplayNode().SetWindowLevel(123.0, 45.0)                     # a preset
+    user_table = scene.AddNewNodeByClass("vtkMRMLColorTableNode", "PET-Heat")
+    user_table.SetTypeToRed()
+    pet.GetDisplayNode().SetAndObserveColorNodeID(user_table.GetID())
+    before = {n.GetID(): (n.GetDisplayNode().GetColorNodeID(), n.GetDisplayNode().GetWindow(),
+                          n.GetDisplayNode().GetLevel(), n.GetDisplayNode().GetMTime()) for n in (mri, pet)}
+    plain = logic.process(mri, [pet], "max", showResult=True, showOverlay=False)
+    out = plain.outputVolume.GetDisplayNode()
+    assert not out.GetAutoWindowLevel() and (out.GetWindow(), out.GetLevel()) == (123.0, 45.0)
+    after = {n.GetID(): (n.GetDisplayNode().GetColorNodeID(), n.GetDisplayNode().GetWindow(),
+                         n.GetDisplayNode().GetLevel(), n.GetDisplayNode().GetMTime()) for n in (mri, pet)}
+    assert after == before                                                 # inputs untouched
+    overlaid = logic.process(mri, [pet], "max", showResult=True, showOverlay=True)
+    assert pet.GetDisplayNode().GetColorNodeID() == user_table.GetID()      # the user's table is kept
+    assert overlaid.display["overlayPreviousColourNodeID"] == user_table.GetID()
+    # An explicitly chosen overlay map replaces it; restoring puts the user's table back.
+    chosen = logic.process(mri, [pet], "max", showResult=True, showOverlay=True, overlayColourMap="pet")
+    assert pet.GetDisplayNode().GetColorNodeID() == display.colourNodeID(scene, "pet")
+    display.restoreColourMap(pet, chosen.display["overlayPreviousColourNodeID"])
+    assert pet.GetDisplayNode().GetColorNodeID() == user_table.GetID()
+    for node, (auto, colour_id) in original.items():         # the module-scoped volumes as they were
+        node.GetDisplayNode().SetAutoWindowLevel(auto)
+        node.GetDisplayNode().SetAndObserveColorNodeID(colour_id)
