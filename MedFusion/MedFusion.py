@@ -1,6 +1,6 @@
 """MedFusion: multimodal medical image fusion (CT, MRI, PET, SPECT) in 3D Slicer.
 
-The four classes of a Slicer scripted module live here (Slicer loads this file because it is named like
+The five classes of a Slicer scripted module live here (Slicer loads this file because it is named like
 the module): ``MedFusion`` (module description), ``MedFusionParameterNode`` (the panel's state,
 saved with the scene), ``MedFusionWidget`` (the panel), ``MedFusionLogic`` (the work, usable without the
 GUI) and ``MedFusionTest`` (the self-test).
@@ -22,6 +22,8 @@ import qt
 import slicer
 import vtk
 from slicer import vtkMRMLScalarVolumeNode, vtkMRMLTableNode
+from slicer.i18n import tr as _
+from slicer.i18n import translate
 from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
 from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModule,
@@ -62,12 +64,12 @@ class MedFusion(ScriptedLoadableModule):
 
     def __init__(self, parent):
         ScriptedLoadableModule.__init__(self, parent)
-        self.parent.title = "MedFusion"
-        self.parent.categories = ["Filtering"]
+        self.parent.title = _("MedFusion")
+        self.parent.categories = [translate("qSlicerAbstractCoreModule", "Filtering")]
         self.parent.dependencies = []
-        self.parent.contributors = ["The MedFusion developers"]
-        self.parent.helpText = options.helpText(None)
-        self.parent.acknowledgementText = (
+        self.parent.contributors = ["The MedFusion developers (MedFusion project)"]
+        self.parent.helpText = _(options.helpText(None))
+        self.parent.acknowledgementText = _(
             "MedFusion implements published fusion methods; each method's reference is listed above and in "
             "the documentation. Colour fusion follows ITU-R BT.601 (YCbCr) and Tu et al. 2001 (IHS); the "
             "quality metrics follow the CDDFuse evaluator (Zhao et al., CVPR 2023) and Liu et al., TPAMI 2012. "
@@ -79,7 +81,7 @@ class MedFusion(ScriptedLoadableModule):
         registry = _registeredMethods()
         if registry is not None:
             specs, families = registry
-            self.parent.helpText = options.helpText(specs, families)
+            self.parent.helpText = _(options.helpText(specs, families))
 
 
 #

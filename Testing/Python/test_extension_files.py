@@ -91,12 +91,25 @@ def test_module_description():
     tree = _module_ast()
     init = next(f for f in _class(tree, "MedFusion").body if isinstance(f, ast.FunctionDef) and f.name == "__init__")
     assigned = {ast.unparse(s.targets[0]): s.value for s in init.body if isinstance(s, ast.Assign)}
-    assert ast.literal_eval(assigned["self.parent.title"]) == "MedFusion"
-    categories = ast.literal_eval(assigned["self.parent.categories"])
-    assert categories and set(categories) <= ACCEPTED_CATEGORIES
-    assert ast.literal_eval(assigned["self.parent.contributors"])
-    assert "helpText" in ast.unparse(assigned["self.parent.helpText"])
-    assert "acknowledgementText" in " ".join(assigned)
+    # Translatable texts as in Slicer 5.10's scripted-module template: _() for our strings, translate()
+    # with Slicer's own context for the category.
+    title = assigned["self.parent.title"]
+    assert ast.unparse(title.func) == "_" and ast.literal_eval(title.args[0]) == "MedFusion"
+    categories = assigned["self.parent.categories"].elts
+    assert [ast.unparse(c.func) for c in categories] == ["translate"]
+    assert ast.literal_eval(categories[0].args[0]) == "qSlicerAbstractCoreModule"
+    assert {ast.literal_eval(c.args[1]) for c in categories} <= ACCEPTED_CATEGORIES
+    contributors = ast.literal_eval(assigned["self.parent.contributors"])
+    assert contributors and all(re.fullmatch(r"[^()]+ \([^()]+\)", c) for c in contributors)   # "Name (Organization)"
+    assert ast.unparse(assigned["self.parent.helpText"]).startswith("_(") and \
+        "helpText" in ast.unparse(assigned["self.parent.helpText"])
+    assert ast.unparse(assigned["self.parent.acknowledgementText"]).startswith("_(")
+    source = _read(MODULE_PY)
+    assert "from slicer.i18n import tr as _" in source and "from slicer.i18n import translate" in source
+    # The module docstring counts its classes right.
+    classes = [n.name for n in tree.body if isinstance(n, ast.ClassDef)]
+    words = {5: "five", 4: "four", 6: "six"}
+    assert f"The {words[len(classes)]} classes" in ast.get_docstring(tree)
     for name in ("MedFusion", "MedFusionParameterNode", "MedFusionWidget", "MedFusionLogic", "MedFusionTest"):
         _class(tree, name)
     bases = {name: [ast.unparse(b) for b in _class(tree, name).bases] for name in
@@ -305,6 +318,10 @@ def _cmake_call(code, function):
 
 def test_top_level_cmake_declares_the_extension():
     code = _cmake("CMakeLists.txt")
+    # The template's policy range: tested against CMake 3.16.3 up to 3.19.7 behaviour.
+    assert re.match(r"cmake_minimum_required\(VERSION 3\.16\.3\.\.\.3\.\d+(\.\d+)? FATAL_ERROR\)", code)
+    contributors = re.search(r'set\(EXTENSION_CONTRIBUTORS\s+"([^"]*)"\)', code).group(1)
+    assert all(re.fullmatch(r"[^()]+ \([^()]+\)", c.strip()) for c in contributors.split(","))
     # As the ExtensionsIndex check reads it: the first project() name is the extension name.
     project = re.findall(r"project\s*\(\s*([^\s\)\n\r]+)", code, re.I)[0]
     assert project == os.path.splitext(os.path.basename(CATALOG_ENTRY))[0] == "MedFusion"
