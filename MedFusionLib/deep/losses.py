@@ -177,3 +177,31 @@ def entropy_bits(x: torch.Tensor) -> torch.Tensor:
 def sharpness(x: torch.Tensor) -> torch.Tensor:
     """Per-image no-reference sharpness: mean Sobel gradient magnitude in 8-bit units ``(B,)``."""
     return gradient_magnitude(x.detach() * 255.0).reshape(x.shape[0], -1).mean(dim=1) / 8.0
+
+
+# --- adversarial training (FusionGAN, DDcGAN, MGMDcGAN, TA-cGAN) ----------------------------------------------
+def laplacian4(x: torch.Tensor) -> torch.Tensor:
+    """The 4-neighbour Laplacian (6-neighbour in 3-D), the gradient operator of the official FusionGAN and
+    DDcGAN code (kernel [[0, 1, 0], [1, -4, 1], [0, 1, 0]]); replicate borders."""
+    sd = x.dim() - 2
+    if sd == 2:
+        k = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]])
+    else:
+        k = torch.zeros(3, 3, 3)
+        k[1, 1, 0] = k[1, 1, 2] = k[1, 0, 1] = k[1, 2, 1] = k[0, 1, 1] = k[2, 1, 1] = 1.0
+        k[1, 1, 1] = -6.0
+    return _filter(x, k[None, None].to(x.device, x.dtype))
+
+
+def least_squares_gan_loss(scores: torch.Tensor, target) -> torch.Tensor:
+    """Least-squares GAN loss (Mao et al., ICCV 2017) as FusionGAN uses it: mean (D(x) - target)^2;
+    ``target`` a number or a tensor of per-sample (soft) labels."""
+    target = torch.as_tensor(target, dtype=scores.dtype, device=scores.device)
+    return ((scores - target) ** 2).mean()
+
+
+def cross_entropy_gan_loss(logits: torch.Tensor, real: bool) -> torch.Tensor:
+    """The original GAN's cross-entropy on discriminator logits: -log D(x) for ``real``, -log(1 - D(x))
+    otherwise (the generator's non-saturating loss is this with ``real=True`` on its fakes)."""
+    target = torch.ones_like(logits) if real else torch.zeros_like(logits)
+    return F.binary_cross_entropy_with_logits(logits, target)
