@@ -29,7 +29,8 @@ MODELS = os.path.join(ROOT, "docs", "models.md")
 EVALUATION = os.path.join(ROOT, "docs", "evaluation.md")
 WEIGHTS = os.path.join(ROOT, "MedFusionLib", "weights")
 #: The learned methods, and the feature network their losses use, in the order of the issue.
-LEARNED = ("cnn_weight_map", "dscnn", "ifcnn", "pmgi", "fusiondn", "u2fusion")
+LEARNED = ("cnn_weight_map", "dscnn", "ifcnn", "pmgi", "fusiondn", "u2fusion", "fusiongan", "ddcgan", "mgmdcgan",
+           "tissue_cgan", "unet_fusion", "mcfnet")
 #: Every shipped network with a model card: the learned methods, the feature network, and the Siamese
 #: band-feature network of the signal-processing method nsst_similarity.
 MODEL_FILES = ("feature_net",) + LEARNED + ("nsst_similarity",)
