@@ -23,36 +23,8 @@ DISCRIMINATOR_COLUMNS = {"fusiongan": ("d",), "ddcgan": ("d1", "d2"), "mgmdcgan"
 UNIT = dict(input_ranges=(0, 1), output_range="unit", device="cpu")
 
 
-def _to8(x):
-    x = x.astype(np.float64)
-    return np.round(255 * (x - x.min()) / (x.max() - x.min())).astype(np.uint8)
-
-
-@pytest.fixture(scope="module")
-def pair_folder(tmp_path_factory, phantom3d):
-    """A folder laid out like aanlib-dev: MRI_PET/{MRI,PET}/k.png, 8 pairs (6 train, 2 held out)."""
-    import imageio.v3 as iio
-
-    root = tmp_path_factory.mktemp("pairs")
-    for mod in ("MRI", "PET"):
-        os.makedirs(root / "MRI_PET" / mod)
-    for k in range(8):
-        iio.imwrite(root / "MRI_PET" / "MRI" / f"{k + 10}.png", _to8(phantom3d["mri"][8 + k]))
-        iio.imwrite(root / "MRI_PET" / "PET" / f"{k + 10}.png", _to8(phantom3d["pet"][8 + k]))
-    return str(root)
-
-
-@pytest.fixture(scope="module")
-def slices(phantom3d):
-    def unit(x):
-        x = x.astype(np.float32)
-        return (x - x.min()) / (x.max() - x.min())
-
-    return {k: unit(phantom3d[k][6:14]) for k in ("mri", "pet", "ct")}
-
-
-def _config(method, out, pair_folder, **kw):
-    base = dict(method=method, out=out, data=[pair_folder], steps=len(RECIPES[method].phases) + 1, batch_size=2,
+def _config(method, out, grey_pair_folder, **kw):
+    base = dict(method=method, out=out, data=[grey_pair_folder], steps=len(RECIPES[method].phases) + 1, batch_size=2,
                 patch=32, phantoms=0, natural=False, show_progress=False)
     base.update(kw)
     return TrainConfig(**base)
@@ -75,32 +47,32 @@ def test_registered_with_device_inputs_references_and_small_weights():
 
 # --- training -------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("method", GANS)
-def test_recipe_trains_deterministically_and_logs_every_discriminator(method, tmp_path, pair_folder):
+def test_recipe_trains_deterministically_and_logs_every_discriminator(method, tmp_path, grey_pair_folder):
     log = str(tmp_path / "log.csv")
-    meta = train(_config(method, str(tmp_path / "a.pt"), pair_folder, log=log))
+    meta = train(_config(method, str(tmp_path / "a.pt"), grey_pair_folder, log=log))
     with open(log, newline="") as fh:
         rows = list(csv.DictReader(fh))
     for column in ("loss", "g_adv", "content") + DISCRIMINATOR_COLUMNS[method]:
         # Every discriminator's loss is logged (MGMDcGAN: d1, d2 in its first phase, d3 in its second).
         assert column in rows[0] and any(np.isfinite(float(r[column])) for r in rows if r[column])
     assert all(np.isfinite(v) for v in meta["final_losses"].values())
-    again = train(_config(method, str(tmp_path / "b.pt"), pair_folder))
+    again = train(_config(method, str(tmp_path / "b.pt"), grey_pair_folder))
     assert again["final_losses"] == meta["final_losses"]
     a, b = read_weights(str(tmp_path / "a.pt"), method), read_weights(str(tmp_path / "b.pt"), method)
     assert a["state_dict"].keys() == b["state_dict"].keys()
     assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])
-    other = train(_config(method, str(tmp_path / "c.pt"), pair_folder, seed=1))
+    other = train(_config(method, str(tmp_path / "c.pt"), grey_pair_folder, seed=1))
     c = read_weights(str(tmp_path / "c.pt"), method)
     assert any(not torch.equal(a["state_dict"][k], c["state_dict"][k]) for k in a["state_dict"])
     assert other["seed"] == 1
 
 
-def test_fine_tuning_starts_from_the_shipped_weights(tmp_path, pair_folder):
+def test_fine_tuning_starts_from_the_shipped_weights(tmp_path, grey_pair_folder):
     for method in GANS:
         shipped = os.path.join(PACKAGE_WEIGHTS, f"{method}.pt")
         out = str(tmp_path / f"{method}.pt")
         steps = len(RECIPES[method].phases)
-        meta = train(_config(method, out, pair_folder, init=shipped, steps=steps, lr=1e-7))
+        meta = train(_config(method, out, grey_pair_folder, init=shipped, steps=steps, lr=1e-7))
         before, after = read_weights(shipped, method), read_weights(out, method)
         assert before["arch"] == after["arch"] and meta["init"] == shipped
         for k, v in before["state_dict"].items():
@@ -117,23 +89,23 @@ def test_fine_tuning_starts_from_the_shipped_weights(tmp_path, pair_folder):
     ("tissue_cgan", {"w_ssim": "-0.1"}, "w_ssim must be non-negative"),
     ("tissue_cgan", {"nonsense": "1"}, "has no option"),
 ])
-def test_bad_recipe_options_are_refused(method, options, message, tmp_path, pair_folder):
+def test_bad_recipe_options_are_refused(method, options, message, tmp_path, grey_pair_folder):
     with pytest.raises(FusionInputError, match=message):
-        train(_config(method, str(tmp_path / "x.pt"), pair_folder, options=options))
+        train(_config(method, str(tmp_path / "x.pt"), grey_pair_folder, options=options))
     assert not os.path.exists(tmp_path / "x.pt")
 
 
-def test_gan_patches_must_fit_the_discriminators(tmp_path, pair_folder):
+def test_gan_patches_must_fit_the_discriminators(tmp_path, grey_pair_folder):
     with pytest.raises(FusionInputError, match="multiple of 8"):
-        train(_config("fusiongan", str(tmp_path / "x.pt"), pair_folder, patch=36))
+        train(_config("fusiongan", str(tmp_path / "x.pt"), grey_pair_folder, patch=36))
     with pytest.raises(FusionInputError, match="multiple of 32"):
-        train(_config("ddcgan", str(tmp_path / "x.pt"), pair_folder, patch=48, options={"resolution": "low"}))
+        train(_config("ddcgan", str(tmp_path / "x.pt"), grey_pair_folder, patch=48, options={"resolution": "low"}))
 
 
 # --- DDcGAN's low-resolution mode --------------------------------------------------------------------------
-def test_ddcgan_low_resolution_mode_trains_and_fuses_a_quarter_size_functional_image(tmp_path, pair_folder, slices):
+def test_ddcgan_low_resolution_mode_trains_and_fuses_a_quarter_size_functional_image(tmp_path, grey_pair_folder, slices):
     out = str(tmp_path / "ddcgan_low.pt")
-    meta = train(_config("ddcgan", out, pair_folder, steps=2, options={"resolution": "low"}))
+    meta = train(_config("ddcgan", out, grey_pair_folder, steps=2, options={"resolution": "low"}))
     assert meta["options"]["resolution"] == "low" and "average pooling by 4" in meta["loss"]
     net = load_model("ddcgan", torch.device("cpu"), out)
     assert net.arch["scale"] == 4

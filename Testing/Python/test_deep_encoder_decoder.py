@@ -19,36 +19,8 @@ METHODS = ("unet_fusion", "mcfnet")
 UNIT = dict(input_ranges=(0, 1), output_range="unit", device="cpu")
 
 
-def _to8(x):
-    x = x.astype(np.float64)
-    return np.round(255 * (x - x.min()) / (x.max() - x.min())).astype(np.uint8)
-
-
-@pytest.fixture(scope="module")
-def pair_folder(tmp_path_factory, phantom3d):
-    """A folder laid out like aanlib-dev: MRI_PET/{MRI,PET}/k.png, 8 pairs (6 train, 2 held out)."""
-    import imageio.v3 as iio
-
-    root = tmp_path_factory.mktemp("pairs")
-    for mod in ("MRI", "PET"):
-        os.makedirs(root / "MRI_PET" / mod)
-    for k in range(8):
-        iio.imwrite(root / "MRI_PET" / "MRI" / f"{k + 10}.png", _to8(phantom3d["mri"][8 + k]))
-        iio.imwrite(root / "MRI_PET" / "PET" / f"{k + 10}.png", _to8(phantom3d["pet"][8 + k]))
-    return str(root)
-
-
-@pytest.fixture(scope="module")
-def slices(phantom3d):
-    def unit(x):
-        x = x.astype(np.float32)
-        return (x - x.min()) / (x.max() - x.min())
-
-    return {k: unit(phantom3d[k][6:14]) for k in ("mri", "pet", "ct")}
-
-
-def _config(method, out, pair_folder, **kw):
-    base = dict(method=method, out=out, data=[pair_folder], steps=2, batch_size=2, patch=32, phantoms=0,
+def _config(method, out, grey_pair_folder, **kw):
+    base = dict(method=method, out=out, data=[grey_pair_folder], steps=2, batch_size=2, patch=32, phantoms=0,
                 natural=False, show_progress=False)
     base.update(kw)
     return TrainConfig(**base)
@@ -100,25 +72,25 @@ def test_bad_network_arguments():
 
 # --- recipes --------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("method", METHODS)
-def test_recipe_trains_a_few_seeded_steps(method, tmp_path, pair_folder):
+def test_recipe_trains_a_few_seeded_steps(method, tmp_path, grey_pair_folder):
     out = str(tmp_path / f"{method}.pt")
-    meta = train(_config(method, out, pair_folder, log=str(tmp_path / "log.csv")))
+    meta = train(_config(method, out, grey_pair_folder, log=str(tmp_path / "log.csv")))
     payload = read_weights(out, method)
     assert payload["network"] == ("UNetFusionNet" if method == "unet_fusion" else "MCFNet")
     assert sum(meta["steps"].values()) == 2 and meta["data"]["held_out"]
     assert {"loss", "ssim", "intensity", "gradient"} <= set(meta["final_losses"])
     assert all(np.isfinite(v) for v in meta["final_losses"].values())
-    again = train(_config(method, str(tmp_path / "again.pt"), pair_folder))
+    again = train(_config(method, str(tmp_path / "again.pt"), grey_pair_folder))
     assert again["final_losses"] == meta["final_losses"]
     second = read_weights(str(tmp_path / "again.pt"), method)["state_dict"]
     assert payload["state_dict"].keys() == second.keys()
     assert all(torch.equal(payload["state_dict"][k], second[k]) for k in second)
-    other = train(_config(method, str(tmp_path / "other.pt"), pair_folder, seed=1))
+    other = train(_config(method, str(tmp_path / "other.pt"), grey_pair_folder, seed=1))
     assert other["final_losses"] != meta["final_losses"]
 
 
-def test_unet_attention_is_a_recipe_option_stored_in_the_arch(tmp_path, pair_folder):
-    meta = train(_config("unet_fusion", str(tmp_path / "att.pt"), pair_folder, steps=1,
+def test_unet_attention_is_a_recipe_option_stored_in_the_arch(tmp_path, grey_pair_folder):
+    meta = train(_config("unet_fusion", str(tmp_path / "att.pt"), grey_pair_folder, steps=1,
                          options={"attention": "true", "channels": "8,8,16,16,16,8"}))
     payload = read_weights(str(tmp_path / "att.pt"), "unet_fusion")
     assert meta["options"]["attention"] is True and payload["arch"]["attention"] is True
@@ -129,8 +101,8 @@ def test_unet_attention_is_a_recipe_option_stored_in_the_arch(tmp_path, pair_fol
         assert net(torch.rand(1, 2, 40, 24)).shape == (1, 1, 40, 24)
 
 
-def test_mcfnet_variants_train(tmp_path, pair_folder):
-    meta = train(_config("mcfnet", str(tmp_path / "v.pt"), pair_folder, steps=1,
+def test_mcfnet_variants_train(tmp_path, grey_pair_folder):
+    meta = train(_config("mcfnet", str(tmp_path / "v.pt"), grey_pair_folder, steps=1,
                          options={"shared": "yes", "upsampling": "deconv", "channels": "8,16"}))
     arch = read_weights(str(tmp_path / "v.pt"), "mcfnet")["arch"]
     assert arch["shared"] is True and arch["upsampling"] == "deconv" and arch["channels"] == [8, 16]
@@ -146,27 +118,27 @@ def test_mcfnet_variants_train(tmp_path, pair_folder):
     ("mcfnet", {"channels": "16,x"}, "comma-separated"),
     ("mcfnet", {"w_ssim": "0", "alpha": "0", "beta": "0"}, "cannot all be 0"),
 ])
-def test_bad_recipe_options_are_refused(method, options, message, tmp_path, pair_folder):
+def test_bad_recipe_options_are_refused(method, options, message, tmp_path, grey_pair_folder):
     with pytest.raises(FusionInputError, match=message):
-        train(_config(method, str(tmp_path / "x.pt"), pair_folder, options=options, log=str(tmp_path / "x.log.csv")))
+        train(_config(method, str(tmp_path / "x.pt"), grey_pair_folder, options=options, log=str(tmp_path / "x.log.csv")))
     assert not os.listdir(tmp_path)
 
 
-def test_bad_patch_sizes_are_refused(tmp_path, pair_folder):
+def test_bad_patch_sizes_are_refused(tmp_path, grey_pair_folder):
     with pytest.raises(FusionInputError, match="multiple of 16"):
-        train(_config("unet_fusion", str(tmp_path / "x.pt"), pair_folder, patch=40))
+        train(_config("unet_fusion", str(tmp_path / "x.pt"), grey_pair_folder, patch=40))
     with pytest.raises(FusionInputError, match="at least 16"):
-        train(_config("mcfnet", str(tmp_path / "x.pt"), pair_folder, patch=8))
+        train(_config("mcfnet", str(tmp_path / "x.pt"), grey_pair_folder, patch=8))
     with pytest.raises(FusionInputError, match="multiples of 8"):       # four levels: three 2x down-samplings
-        train(_config("mcfnet", str(tmp_path / "x.pt"), pair_folder, patch=36, options={"channels": "8,8,8,8"}))
+        train(_config("mcfnet", str(tmp_path / "x.pt"), grey_pair_folder, patch=36, options={"channels": "8,8,8,8"}))
     assert RECIPES["unet_fusion"].patch % 16 == 0 and RECIPES["mcfnet"].patch % 4 == 0
 
 
 @pytest.mark.parametrize("method", METHODS)
-def test_fine_tuning_starts_from_the_shipped_weights(method, tmp_path, pair_folder):
+def test_fine_tuning_starts_from_the_shipped_weights(method, tmp_path, grey_pair_folder):
     shipped = os.path.join(PACKAGE_WEIGHTS, f"{method}.pt")
-    tuned = train(_config(method, str(tmp_path / "tuned.pt"), pair_folder, init=shipped, batch_size=4))
-    scratch = train(_config(method, str(tmp_path / "scratch.pt"), pair_folder, batch_size=4))
+    tuned = train(_config(method, str(tmp_path / "tuned.pt"), grey_pair_folder, init=shipped, batch_size=4))
+    scratch = train(_config(method, str(tmp_path / "scratch.pt"), grey_pair_folder, batch_size=4))
     # The shipped network already fuses: its loss on the same batches is well below a fresh network's.
     assert tuned["final_losses"]["loss"] < 0.7 * scratch["final_losses"]["loss"]
     before, after = read_weights(shipped, method), read_weights(str(tmp_path / "tuned.pt"), method)

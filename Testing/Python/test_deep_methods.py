@@ -17,17 +17,6 @@ from MedFusionLib.deep.weights import PACKAGE_WEIGHTS, TRAIN_COMMANDS, weights_m
 LEARNED = ("cnn_weight_map", "dscnn", "ifcnn", "pmgi", "fusiondn", "u2fusion")
 
 
-@pytest.fixture(scope="module")
-def slices(phantom3d):
-    """Three co-registered 2-D sources in [0, 1] and a small volume of each (first = anatomical)."""
-    def unit(x):
-        x = x.astype(np.float32)
-        return (x - x.min()) / (x.max() - x.min())
-
-    vol = {k: unit(phantom3d[k][6:14]) for k in ("mri", "pet", "ct")}
-    return vol
-
-
 def test_registered_with_device_parameter_and_references():
     specs = {s.name: s for s in mf.methods("deep learning")}
     assert set(LEARNED) <= set(specs)
