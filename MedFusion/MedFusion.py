@@ -507,6 +507,7 @@ class MedFusionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         node.outputVolume = result.outputVolume
         if result.metricsTable is not None:
             node.metricsTable = result.metricsTable
+            self.ui.resultsCollapsibleButton.collapsed = False   # show the metrics just computed
         slicer.util.resetSliceViews()
         slicer.util.showStatusMessage(
             f"MedFusion: {result.method} done in {result.seconds:.1f} s -> {result.outputVolume.GetName()}", 5000)

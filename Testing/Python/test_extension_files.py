@@ -449,3 +449,13 @@ def test_icons_are_128_pixel_pngs_drawn_by_the_generator():
     assert drawn[0, 0, 3] == 0 and drawn[64, 64, 3] == 255
     opaque = drawn[drawn[..., 3] == 255][:, :3].astype(int)
     assert (np.ptp(opaque, axis=1) < 20).mean() > 0.2 and (opaque[:, 0] - opaque[:, 2] > 80).mean() > 0.2
+
+
+def test_metrics_section_opens_after_apply_and_compare():
+    # Slicer template habit: the section holding what a button just produced is expanded by that button.
+    tree = _module_ast()
+    widget = _class(tree, "MedFusionWidget")
+    for name in ("onApplyButton", "onCompareButton"):
+        function = next(f for f in widget.body if isinstance(f, ast.FunctionDef) and f.name == name)
+        assert "self.ui.resultsCollapsibleButton.collapsed = False" in ast.unparse(function), name
+    assert "resultsCollapsibleButton" in _read(UI_FILE)
