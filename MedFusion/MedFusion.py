@@ -191,14 +191,11 @@ class MedFusionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def initializeParameterNode(self) -> None:
         self.setParameterNode(self.logic.getParameterNode())
         node = self._parameterNode
-        volumes = [v for v in slicer.util.getNodesByClass("vtkMRMLScalarVolumeNode")
-                   if not v.IsA("vtkMRMLLabelMapVolumeNode")]
-        if not node.referenceVolume and volumes:
-            node.referenceVolume = volumes[0]
-        if not node.functionalVolume:
-            others = [v for v in volumes if v is not node.referenceVolume]
-            if others:
-                node.functionalVolume = others[0]
+        reference, functional = self.logic.defaultInputs(slicer.mrmlScene)
+        if not node.referenceVolume and reference is not None:
+            node.referenceVolume = reference
+        if not node.functionalVolume and functional is not None and functional is not node.referenceVolume:
+            node.functionalVolume = functional
 
     def setParameterNode(self, inputParameterNode: Optional[MedFusionParameterNode]) -> None:
         if self._parameterNode:

@@ -79,6 +79,15 @@ def _isRGB(node) -> bool:
     return node is not None and node.IsA(_VECTOR_CLASS)
 
 
+def _hasRGBData(node) -> bool:
+    """A vector volume holding 3-component unsigned char voxels (an RGB image, not e.g. a displacement field)."""
+    import vtk
+
+    image = node.GetImageData()
+    return image is not None and image.GetNumberOfScalarComponents() == 3 and \
+        image.GetScalarType() == vtk.VTK_UNSIGNED_CHAR
+
+
 def _name(node) -> str:
     return repr(node.GetName()) if node is not None else "(none)"
 
@@ -219,6 +228,23 @@ class MedFusionLogicBase:
                 return (f"This fusion produces a grey (scalar) volume, but the output {_name(outputVolume)} is a "
                         f"vector volume with data. Choose a scalar volume or none (a new volume is created).")
         return None
+
+    @staticmethod
+    def defaultInputs(scene):
+        """The volumes the panel pre-selects: (reference, functional), either None.
+
+        Filtered by exact class, like the selectors that show them: the reference selector lists only
+        ``vtkMRMLScalarVolumeNode`` itself, the functional one also RGB vector volumes; label maps,
+        tensor (DTI) and diffusion-weighted volumes, which both hide, are never picked (``IsA`` would
+        accept them, as they derive from the scalar volume class)."""
+        volumes = [scene.GetNthNodeByClass(i, "vtkMRMLScalarVolumeNode")
+                   for i in range(scene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode"))]
+        scalars = [v for v in volumes if v.GetClassName() == _SCALAR_CLASS]
+        reference = scalars[0] if scalars else None
+        functional = next((v for v in volumes if v is not reference and
+                           (v.GetClassName() == _SCALAR_CLASS or (v.GetClassName() == _VECTOR_CLASS and _hasRGBData(v)))),
+                          None)
+        return reference, functional
 
     # --- fusion ----------------------------------------------------------------------------------------
     def process(self, referenceVolume, otherVolumes: Sequence, method: str = options.DEFAULT_METHOD,

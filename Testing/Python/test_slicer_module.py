@@ -678,3 +678,24 @@ def test_display_keeps_the_users_choices(logic, volumes, scene):
     for node, (auto, colour_id) in original.items():         # the module-scoped volumes as they were
         node.GetDisplayNode().SetAutoWindowLevel(auto)
         node.GetDisplayNode().SetAndObserveColorNodeID(colour_id)
+
+
+def test_default_inputs_are_filtered_by_exact_class(logic, scene, phantom3d):
+    """Auto-selection never picks what the selectors hide: label maps, DTI/DWI, non-RGB vector volumes."""
+    def add(class_name, name, array):
+        node = scene.AddNewNodeByClass(class_name, name)
+        slicer.util.updateVolumeFromArray(node, array)
+        return node
+
+    assert logic.defaultInputs(scene) == (None, None)
+    add("vtkMRMLLabelMapVolumeNode", "labels", np.zeros((4, 5, 6), np.uint8))
+    add("vtkMRMLDiffusionWeightedVolumeNode", "dwi", np.zeros((4, 5, 6, 3), np.float32))
+    add("vtkMRMLVectorVolumeNode", "displacement", np.zeros((4, 5, 6, 3), np.float32))
+    assert logic.defaultInputs(scene) == (None, None)
+    rgb = add("vtkMRMLVectorVolumeNode", "rgb pet", np.zeros((4, 5, 6, 3), np.uint8))
+    assert logic.defaultInputs(scene) == (None, rgb)              # an RGB image may be the functional input
+    mri = add("vtkMRMLScalarVolumeNode", "mri", phantom3d["mri"][:4, :5, :6])
+    assert logic.defaultInputs(scene) == (mri, rgb)
+    scene.RemoveNode(rgb)
+    pet = add("vtkMRMLScalarVolumeNode", "pet", phantom3d["pet"][:4, :5, :6])
+    assert logic.defaultInputs(scene) == (mri, pet)
