@@ -21,11 +21,12 @@ a shallow copy of their image data.
 from __future__ import annotations
 
 import inspect
+import json
 import os
 import re
 import shutil
 import tempfile
-from typing import List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import slicer
@@ -37,7 +38,7 @@ from .errors import FusionCancelled, FusionInputError
 from .progress import CancelLike, Progress, ProgressCallback
 
 __all__ = ["new_scene", "node_from_array", "fuse_volume_nodes", "resample_to_reference", "array_from_node", "load_volume",
-           "save_volume"]
+           "save_volume", "mark_fused", "FUSED_ATTRIBUTE", "FUSED_NOTICE"]
 
 _SCALAR_CLASS = "vtkMRMLScalarVolumeNode"
 _VECTOR_CLASS = "vtkMRMLVectorVolumeNode"
@@ -519,7 +520,33 @@ def fuse_volume_nodes(input_nodes: Sequence, method: str = pipeline.DEFAULT_METH
     reporter.check()
 
     # 4. Only now touch the scene.
-    return _write_output(result, reference, scene, output_node, output_name)
+    node = _write_output(result, reference, scene, output_node, output_name)
+    mark_fused(node, fusion_plan.spec.name, fusion_plan.params, [n.GetName() for n in nodes])
+    return node
+
+
+#: Node attribute (and description text) marking every fused volume as a derived display image.
+FUSED_ATTRIBUTE = "MedFusion.FusedImage"
+FUSED_NOTICE = "MedFusion fused image: for display, not for quantitative measurement"
+
+
+def fused_description(method: str, params: Dict, inputs: Sequence[str]) -> str:
+    """The provenance text written into fused volumes' descriptions (nodes) and headers (files)."""
+    shown = {k: (list(v) if isinstance(v, tuple) else v) for k, v in params.items() if k != "device"}
+    return (f"{FUSED_NOTICE}. Method: {method}; parameters: {json.dumps(shown, sort_keys=True, default=str)}; "
+            f"inputs: {', '.join(inputs)}.")
+
+
+def mark_fused(node, method: str, params: Dict, inputs: Sequence[str]) -> None:
+    """Mark ``node`` as a fused display image (attribute ``MedFusion.FusedImage``, ``MedFusion.Method``,
+    ``MedFusion.Parameters`` and the description), so it is never mistaken for a source image such as
+    the quantitative PET."""
+    shown = {k: (list(v) if isinstance(v, tuple) else v) for k, v in params.items() if k != "device"}
+    node.SetAttribute(FUSED_ATTRIBUTE, FUSED_NOTICE)
+    node.SetAttribute("MedFusion.Method", method)
+    node.SetAttribute("MedFusion.Parameters", json.dumps(shown, sort_keys=True, default=str))
+    node.SetAttribute("MedFusion.Provenance", fused_description(method, params, inputs))
+    node.SetDescription(fused_description(method, params, inputs))
 
 
 # --- files ---------------------------------------------------------------------------------------------
@@ -659,6 +686,30 @@ def load_volume(path, scene, name: Optional[str] = None):
     return node
 
 
+#: NIfTI's 80-byte description field of fused volumes (NRRD carries the node attributes instead).
+NIFTI_FUSED_DESCRIPTION = "MedFusion fused image: display only, not for quantitative measurement"
+
+
+def _set_nifti_description(path: str, text: str) -> None:
+    """Write ``text`` into the ``descrip`` field of a NIfTI-1 (offset 148) or NIfTI-2 (offset 240) file,
+    gzip-compressed or not."""
+    import gzip
+    import struct
+
+    packed = path.lower().endswith(".gz")
+    with (gzip.open(path, "rb") if packed else open(path, "rb")) as fh:
+        content = bytearray(fh.read())
+    size = struct.unpack("<i", content[:4])[0]
+    if size not in (348, 540):
+        size = struct.unpack(">i", content[:4])[0]
+    offset = {348: 148, 540: 240}.get(size)
+    if offset is None:
+        raise FusionInputError(f"{path!r} does not look like a NIfTI file: cannot set its description")
+    content[offset:offset + 80] = text.encode("ascii")[:79].ljust(80, b"\0")
+    with (gzip.open(path, "wb") if packed else open(path, "wb")) as fh:
+        fh.write(bytes(content))
+
+
 def save_volume(node, path) -> None:
     """Write a volume node to a file through Slicer's storage nodes, atomically.
 
@@ -666,7 +717,11 @@ def save_volume(node, path) -> None:
     :func:`os.replace`, so on any error no partial file is left at ``path`` (and an existing file there is
     kept). Formats with a separate data file (``.nhdr``, ``.mhd``) move their data file first, header
     last. The node's local geometry is written (a parent transform is not applied), as Slicer does. The
-    node is not modified: it does not get a storage node.
+    node is not modified: it does not get a storage node. Slicer's NRRD writer stores the node's
+    attributes as header key/value lines, so a fused volume (:func:`mark_fused`) written as NRRD says
+    ``MedFusion.FusedImage:=MedFusion fused image: for display, not for quantitative measurement`` with its
+    method, parameters and provenance; as NIfTI, its ``descrip`` field says
+    :data:`NIFTI_FUSED_DESCRIPTION`.
 
     Parameters
     ----------
@@ -708,6 +763,8 @@ def save_volume(node, path) -> None:
             raise FusionInputError(
                 f"cannot save {path!r}: Slicer's volume IO could not write it ({details}). Writable formats: "
                 f"NRRD, NIfTI, MetaImage and the others Slicer's volume IO writes")
+        if node.GetAttribute(FUSED_ATTRIBUTE) and file_name.lower().endswith((".nii", ".nii.gz")):
+            _set_nifti_description(written, NIFTI_FUSED_DESCRIPTION)
         # Detached headers name their data file relative to themselves, so every file keeps its name.
         others = sorted(f for f in os.listdir(staging)
                         if f != file_name and os.path.isfile(os.path.join(staging, f)))

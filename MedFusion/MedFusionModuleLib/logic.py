@@ -390,6 +390,9 @@ class MedFusionLogicBase:
             requested.SetIJKToRASMatrix(_ijk_to_ras(staging))
             requested.SetAndObserveImageData(staging.GetImageData())
             requested.SetAndObserveTransformNodeID(staging.GetTransformNodeID())
+            for key in staging.GetAttributeNames() or ():       # the fused-image provenance marks
+                requested.SetAttribute(key, staging.GetAttribute(key))
+            requested.SetDescription(staging.GetDescription())
         finally:
             requested.EndModify(was_modifying)
         if requested.GetDisplayNode() is None:

@@ -1,6 +1,7 @@
 """The Slicer bridge on real slicer-core scenes and nodes: resampling through geometry and transforms,
 output nodes, inputs left untouched, errors and cancel before any scene change, file IO."""
 
+import json
 import os
 
 import numpy as np
@@ -525,3 +526,58 @@ def test_save_errors_for_bad_targets(scene, pair, tmp_path):
     with pytest.raises(FusionInputError, match="image data"):
         bridge.save_volume(empty, tmp_path / "empty.nrrd")
     assert os.listdir(tmp_path) == []
+
+
+def test_fused_nodes_are_marked_as_display_images(phantom3d):
+    """Every fused node says what it is (attribute and description) with its method and parameters."""
+    scene = bridge.new_scene()
+    mri = bridge.node_from_array(scene, phantom3d["mri"], "MRI")
+    pet = bridge.node_from_array(scene, phantom3d["pet"], "PET")
+    out = bridge.fuse_volume_nodes([mri, pet], "laplacian", levels=2)
+    assert out.GetAttribute(bridge.FUSED_ATTRIBUTE) == bridge.FUSED_NOTICE
+    assert out.GetAttribute("MedFusion.Method") == "laplacian"
+    assert json.loads(out.GetAttribute("MedFusion.Parameters"))["levels"] == 2
+    text = out.GetDescription()
+    assert text.startswith("MedFusion fused image: for display, not for quantitative measurement")
+    assert "laplacian" in text and '"levels": 2' in text and "MRI, PET" in text
+    for source in (mri, pet):                           # the inputs are not marked
+        assert source.GetAttribute(bridge.FUSED_ATTRIBUTE) is None
+
+
+@pytest.mark.parametrize("suffix", [".nrrd", ".nhdr"])
+def test_fused_nrrd_files_carry_the_notice_and_read_back(tmp_path, phantom3d, suffix):
+    scene = bridge.new_scene()
+    mri = bridge.node_from_array(scene, phantom3d["mri"], "MRI")
+    pet = bridge.node_from_array(scene, phantom3d["pet"], "PET")
+    out = bridge.fuse_volume_nodes([mri, pet], "max")
+    path = tmp_path / f"fused{suffix}"
+    bridge.save_volume(out, path)
+    with open(path, "rb") as fh:
+        header = fh.read().split(b"\n\n")[0].decode()
+    # Slicer's NRRD writer stores node attributes as key/value lines.
+    assert "MedFusion.FusedImage:=MedFusion fused image: for display, not for quantitative measurement" in header
+    assert "MedFusion.Method:=max\n" in header and "MedFusion.Provenance:=" in header
+    back = bridge.load_volume(path, bridge.new_scene())
+    np.testing.assert_array_equal(bridge.array_from_node(back), bridge.array_from_node(out))
+    # A source volume written the same way gets no such line.
+    bridge.save_volume(mri, tmp_path / f"mri{suffix}")
+    with open(tmp_path / f"mri{suffix}", "rb") as fh:
+        assert b"MedFusion.FusedImage" not in fh.read().split(b"\n\n")[0]
+
+
+@pytest.mark.parametrize("suffix", [".nii", ".nii.gz"])
+def test_fused_nifti_files_say_so_in_their_description(tmp_path, phantom3d, suffix):
+    import gzip
+
+    scene = bridge.new_scene()
+    mri = bridge.node_from_array(scene, phantom3d["mri"], "MRI")
+    out = bridge.fuse_volume_nodes([mri, bridge.node_from_array(scene, phantom3d["pet"], "PET")], "max")
+    for node, name in ((out, "fused"), (mri, "mri")):
+        path = tmp_path / f"{name}{suffix}"
+        bridge.save_volume(node, path)
+        with (gzip.open(path, "rb") if suffix.endswith(".gz") else open(path, "rb")) as fh:
+            header = fh.read(348)
+        descrip = header[148:228].rstrip(b"\0").decode()
+        assert descrip == (bridge.NIFTI_FUSED_DESCRIPTION if node is out else "")
+    back = bridge.load_volume(tmp_path / f"fused{suffix}", bridge.new_scene())
+    np.testing.assert_array_equal(bridge.array_from_node(back), bridge.array_from_node(out))

@@ -699,3 +699,12 @@ def test_default_inputs_are_filtered_by_exact_class(logic, scene, phantom3d):
     scene.RemoveNode(rgb)
     pet = add("vtkMRMLScalarVolumeNode", "pet", phantom3d["pet"][:4, :5, :6])
     assert logic.defaultInputs(scene) == (mri, pet)
+
+
+def test_a_chosen_output_node_gets_the_fused_image_marks(logic, volumes):
+    target = logic.process(volumes["MRI"], [volumes["PET"]], "average", showResult=False).outputVolume
+    target.SetAttribute("MedFusion.Method", "stale")
+    done = logic.process(volumes["MRI"], [volumes["PET"]], "max", outputVolume=target, computeMetrics=True,
+                         showResult=False)
+    assert done.outputVolume is target and target.GetAttribute("MedFusion.Method") == "max"
+    assert "for display, not for quantitative measurement" in target.GetDescription()
