@@ -8,8 +8,10 @@ only when the user asks, after a confirmation dialog that lists the packages:
 1. PyTorch first, through the PyTorch extension's ``PyTorchUtils`` module (it picks the build that
    matches the NVIDIA driver); without that extension, the CPU build from PyTorch's CPU wheel index.
    PyTorch must come first: installing MONAI from PyPI would otherwise pull a default PyTorch build.
-2. Then ``Resources/requirements.txt`` through ``slicer.packaging.pip_ensure`` where the Slicer version
-   has it (it asks for consent itself), else ``slicer.util.pip_install`` after our own confirmation.
+2. Then ``Resources/requirements.txt`` with ``slicer.util.pip_install`` after our own confirmation, with
+   the installed PyTorch pinned as a pip constraint (:func:`torchConstraint`) so that MONAI's
+   requirements can never make pip replace the build PyTorch Utils installed (without PyTorch, through
+   ``slicer.packaging.pip_ensure`` where the Slicer version has it).
 
 The pure parts (parsing, version checks, the install plan) are tested with pytest; the steps that
 show dialogs or run pip need the Slicer application and are kept in :func:`ensureInstalled`.
@@ -136,6 +138,28 @@ def installPlan(missing: Sequence[str], pyTorchUtilsAvailable: bool) -> List[Dic
     return steps
 
 
+def torchConstraint(versionOf: Callable[[str], str] = importlib.metadata.version) -> Optional[str]:
+    """``'torch==<installed version>'`` when PyTorch is installed, else None.
+
+    Installing MONAI from PyPI after PyTorch Utils must never replace the PyTorch build it chose (a CUDA
+    build matching the driver, from PyTorch's own index): a current MONAI may require a newer torch, and
+    pip would then upgrade torch from PyPI. Pinning the installed version as a pip *constraint* makes pip
+    pick a MONAI release that accepts it (or fail with a clear conflict) instead, as
+    SlicerTotalSegmentator does for its own torch-dependent packages."""
+    try:
+        return f"torch=={versionOf('torch')}"
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def requirementsPipArguments(requirements: Sequence[str], constraintsFile: Optional[str]) -> List[str]:
+    """pip arguments installing ``requirements`` under the constraints file (torch pinned), if any."""
+    arguments = list(requirements)
+    if constraintsFile:
+        arguments += ["--constraint", constraintsFile]
+    return arguments
+
+
 def describePlan(steps: Sequence[Dict[str, object]]) -> str:
     """One paragraph per step, for the consent dialog and the panel."""
     lines = []
@@ -236,6 +260,16 @@ def ensureInstalled(interactive: bool = True, requester: str = "MedFusion") -> L
                 raise RuntimeError("PyTorch was not installed (PyTorch Utils reported no installation)")
         elif step["kind"] == "torch-cpu":
             slicer.util.pip_install(list(step["pipArguments"]))
+        elif torchConstraint() is not None:
+            # PyTorch is there (it is installed first): pin it, so that pip cannot replace it.
+            import tempfile
+
+            with tempfile.NamedTemporaryFile("w", suffix="-constraints.txt", delete=False) as handle:
+                handle.write(torchConstraint() + "\n")
+            try:
+                slicer.util.pip_install(requirementsPipArguments(step["requirements"], handle.name))
+            finally:
+                os.remove(handle.name)
         else:
             ensure, load = _pipEnsure()
             if ensure is not None and load is not None:

@@ -708,3 +708,26 @@ def test_a_chosen_output_node_gets_the_fused_image_marks(logic, volumes):
                          showResult=False)
     assert done.outputVolume is target and target.GetAttribute("MedFusion.Method") == "max"
     assert "for display, not for quantitative measurement" in target.GetDescription()
+
+
+def test_pip_never_replaces_the_installed_pytorch():
+    """After PyTorch Utils, the other packages install with the installed torch pinned as a constraint."""
+    import importlib.metadata
+
+    def versions(table):
+        def versionOf(name):
+            if name not in table:
+                raise importlib.metadata.PackageNotFoundError(name)
+            return table[name]
+        return versionOf
+
+    assert dependencies.torchConstraint(versions({"torch": "2.4.1+cu121"})) == "torch==2.4.1+cu121"
+    assert dependencies.torchConstraint(versions({})) is None
+    args = dependencies.requirementsPipArguments(["monai>=1.3", "scipy>=1.10"], "/tmp/c.txt")
+    assert args == ["monai>=1.3", "scipy>=1.10", "--constraint", "/tmp/c.txt"]
+    assert dependencies.requirementsPipArguments(["monai>=1.3"], None) == ["monai>=1.3"]
+    # The constraint is an exact pin that a CUDA local version satisfies and a PyPI upgrade does not.
+    from packaging.requirements import Requirement
+
+    pin = Requirement(dependencies.torchConstraint(versions({"torch": "2.4.1+cu121"})))
+    assert pin.specifier.contains("2.4.1+cu121") and not pin.specifier.contains("2.5.0")
