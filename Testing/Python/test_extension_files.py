@@ -173,7 +173,7 @@ def _interpreters():
     return found
 
 
-PYTHON_FILES = [MODULE_PY, os.path.join(ROOT, "Testing", "Batch", "fuse_batch.py"),
+PYTHON_FILES = [MODULE_PY, os.path.join(ROOT, "MedFusion", "Resources", "Scripts", "fuse_batch.py"),
                 os.path.join(ROOT, "docs", "make_icon.py")] + sorted(glob.glob(os.path.join(MODULE_DIR, "MedFusionModuleLib", "*.py")))
 
 
@@ -350,7 +350,8 @@ def test_module_cmake_lists_every_module_file():
     on_disk = {"MedFusion.py"} | {os.path.relpath(p, MODULE_DIR).replace(os.sep, "/")
                                   for p in glob.glob(os.path.join(MODULE_DIR, "MedFusionModuleLib", "*.py"))}
     assert set(scripts) == on_disk
-    assert set(resources) == {"Resources/Icons/MedFusion.png", "Resources/UI/MedFusion.ui", "Resources/requirements.txt"}
+    assert set(resources) == {"Resources/Icons/MedFusion.png", "Resources/UI/MedFusion.ui", "Resources/requirements.txt",
+                              "Resources/Scripts/fuse_batch.py"}      # the batch script is installed with the module
     for path in scripts + resources:
         assert os.path.isfile(os.path.join(MODULE_DIR, path)), path
     build = _cmake_call(code, "slicerMacroBuildScriptedModule")
@@ -398,7 +399,8 @@ def test_testing_cmake_runs_the_batch_script_in_slicer():
     code = _cmake("Testing/CMakeLists.txt")
     call = _cmake_call(code, "slicer_add_python_test")
     script = call[call.index("SCRIPT") + 1]
-    assert os.path.isfile(os.path.join(ROOT, "Testing", script))
+    assert os.path.isfile(os.path.normpath(os.path.join(ROOT, "Testing", script)))
+    assert script.endswith("MedFusion/Resources/Scripts/fuse_batch.py")      # the installed script itself
     assert call[call.index("SLICER_ARGS") + 1] == "--no-main-window"
     assert "--self-test" in call[call.index("SCRIPT_ARGS") + 1:]
 

@@ -29,7 +29,7 @@ sys.path.insert(0, os.path.join(ROOT, "MedFusion"))
 from MedFusionModuleLib import checks, controls, dependencies, display, options, sampledata  # noqa: E402
 from MedFusionModuleLib.logic import MedFusionLogicBase  # noqa: E402
 
-BATCH = os.path.join(ROOT, "Testing", "Batch", "fuse_batch.py")
+BATCH = os.path.join(ROOT, "MedFusion", "Resources", "Scripts", "fuse_batch.py")
 
 
 # --- fixtures ------------------------------------------------------------------------------------------

@@ -2,13 +2,13 @@
 
 In 3D Slicer (the MedFusion extension installed, or its source added as a module path)::
 
-    Slicer --no-main-window --python-script Testing/Batch/fuse_batch.py \\
+    Slicer --no-main-window --python-script MedFusion/Resources/Scripts/fuse_batch.py \\
         MRI.nrrd PET.nrrd --output fused.nrrd --method laplacian --param levels=4 --colormap pet \\
         --metrics metrics.csv
 
 Outside Slicer, with ``pip install -e '.[slicer]'``::
 
-    python Testing/Batch/fuse_batch.py MRI.nrrd CT.nii.gz PET.nrrd -o fused.nrrd --method dwt
+    python MedFusion/Resources/Scripts/fuse_batch.py MRI.nrrd CT.nii.gz PET.nrrd -o fused.nrrd --method dwt
 
 The first input is the anatomical reference (the output gets its grid); the others are resampled onto it,
 and the last is the functional input (the one ``--colormap`` colours). ``--self-test`` makes its own
@@ -33,14 +33,23 @@ def _scriptPath() -> str:
 
 
 def _makeImportable() -> None:
-    """Find MedFusionModuleLib and MedFusionLib: installed (already importable) or in this checkout."""
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(_scriptPath()))))
-    for path in (os.path.join(root, "MedFusion"), root):
-        if os.path.isdir(path) and path not in sys.path:
-            try:
-                __import__("MedFusionModuleLib" if path.endswith("MedFusion") else "MedFusionLib")
-            except ImportError:
-                sys.path.append(path)
+    """Find MedFusionModuleLib and MedFusionLib: installed (already importable) or in this checkout.
+
+    The script lives in the module's ``Resources/Scripts``: in a checkout ``<repo>/MedFusion/Resources/
+    Scripts`` (the module package two folders up, the library three), in an installed extension
+    ``<modules folder>/Resources/Scripts`` (both packages two folders up)."""
+    here = os.path.dirname(os.path.abspath(_scriptPath()))
+    parents = [os.path.dirname(os.path.dirname(here)), os.path.dirname(os.path.dirname(os.path.dirname(here)))]
+    for package in ("MedFusionModuleLib", "MedFusionLib"):
+        try:
+            __import__(package)
+            continue
+        except ImportError:
+            pass
+        for parent in parents:
+            if os.path.isfile(os.path.join(parent, package, "__init__.py")) and parent not in sys.path:
+                sys.path.append(parent)
+                break
 
 
 def _inSlicerApp() -> bool:
