@@ -530,23 +530,26 @@ FUSED_ATTRIBUTE = "MedFusion.FusedImage"
 FUSED_NOTICE = "MedFusion fused image: for display, not for quantitative measurement"
 
 
+def _shown_params(params: Dict) -> Dict:
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in params.items() if k != "device"}
+
+
 def fused_description(method: str, params: Dict, inputs: Sequence[str]) -> str:
-    """The provenance text written into fused volumes' descriptions (nodes) and headers (files)."""
-    shown = {k: (list(v) if isinstance(v, tuple) else v) for k, v in params.items() if k != "device"}
-    return (f"{FUSED_NOTICE}. Method: {method}; parameters: {json.dumps(shown, sort_keys=True, default=str)}; "
-            f"inputs: {', '.join(inputs)}.")
+    """The provenance text of a fused volume: the notice, the method, its parameters and the inputs."""
+    return (f"{FUSED_NOTICE}. Method: {method}; parameters: "
+            f"{json.dumps(_shown_params(params), sort_keys=True, default=str)}; inputs: {', '.join(inputs)}.")
 
 
 def mark_fused(node, method: str, params: Dict, inputs: Sequence[str]) -> None:
-    """Mark ``node`` as a fused display image (attribute ``MedFusion.FusedImage``, ``MedFusion.Method``,
-    ``MedFusion.Parameters`` and the description), so it is never mistaken for a source image such as
-    the quantitative PET."""
-    shown = {k: (list(v) if isinstance(v, tuple) else v) for k, v in params.items() if k != "device"}
+    """Mark ``node`` as a fused display image (attributes ``MedFusion.FusedImage``, ``MedFusion.Method``,
+    ``MedFusion.Parameters``, ``MedFusion.Provenance`` and the description), so it is never mistaken for
+    a source image such as the quantitative PET."""
+    provenance = fused_description(method, params, inputs)
     node.SetAttribute(FUSED_ATTRIBUTE, FUSED_NOTICE)
     node.SetAttribute("MedFusion.Method", method)
-    node.SetAttribute("MedFusion.Parameters", json.dumps(shown, sort_keys=True, default=str))
-    node.SetAttribute("MedFusion.Provenance", fused_description(method, params, inputs))
-    node.SetDescription(fused_description(method, params, inputs))
+    node.SetAttribute("MedFusion.Parameters", json.dumps(_shown_params(params), sort_keys=True, default=str))
+    node.SetAttribute("MedFusion.Provenance", provenance)
+    node.SetDescription(provenance)
 
 
 # --- files ---------------------------------------------------------------------------------------------

@@ -35,6 +35,13 @@ def learned_check(method: str, extra: Optional[Callable[[Mapping[str, Any], int,
     return check
 
 
+def run_network(method: str, stack, device: str, progress, **forward_kwargs):
+    """Fuse a registry stack with the shipped network of ``method`` (the end-to-end methods: the network
+    maps the sources straight to the fused image; see :func:`MedFusionLib.deep.inference.fuse_with_network`)."""
+    from ..deep.inference import fuse_with_network
+
+    return fuse_with_network(method, stack, device=device, progress=progress, **forward_kwargs)
+
 
 #: What ``medfusion train`` can train: the learned methods, the feature network of their losses and the
 #: band-feature network of the signal-processing method ``nsst_similarity``.

@@ -50,13 +50,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..registry import register
-from ._learned import DEVICE, FAMILY, learned_check
+from ._learned import DEVICE, FAMILY, learned_check, run_network
 
-
-def _run(method: str, stack: np.ndarray, device: str, progress) -> np.ndarray:
-    from ..deep.inference import fuse_with_network
-
-    return fuse_with_network(method, stack, device=device, progress=progress)
 
 
 @register("fusiongan", family=FAMILY, dims=(2,), check=learned_check("fusiongan"),
@@ -67,7 +62,7 @@ def _run(method: str, stack: np.ndarray, device: str, progress) -> np.ndarray:
           params=(DEVICE,))
 def fusiongan_fusion(stack: np.ndarray, device: str = "auto", progress=None) -> np.ndarray:
     """FusionGAN's generator on (anatomical, functional); three or more inputs in sequence."""
-    return _run("fusiongan", stack, device, progress)
+    return run_network("fusiongan", stack, device, progress)
 
 
 @register("ddcgan", family=FAMILY, dims=(2,), check=learned_check("ddcgan"),
@@ -79,7 +74,7 @@ def ddcgan_fusion(stack: np.ndarray, device: str = "auto", progress=None) -> np.
     """DDcGAN's generator on (anatomical, functional); three or more inputs in sequence. Weights trained in
     the low-resolution mode (scale 4) average-pool the functional input by 4 first (the registry's inputs
     have equal sizes)."""
-    return _run("ddcgan", stack, device, progress)
+    return run_network("ddcgan", stack, device, progress)
 
 
 @register("mgmdcgan", family=FAMILY, dims=(2,), check=learned_check("mgmdcgan"),
@@ -90,7 +85,7 @@ def ddcgan_fusion(stack: np.ndarray, device: str = "auto", progress=None) -> np.
           params=(DEVICE,))
 def mgmdcgan_fusion(stack: np.ndarray, device: str = "auto", progress=None) -> np.ndarray:
     """Both generators of MGMDcGAN (first fusion, then refinement); three or more inputs in sequence."""
-    return _run("mgmdcgan", stack, device, progress)
+    return run_network("mgmdcgan", stack, device, progress)
 
 
 @register("tissue_cgan", family=FAMILY, dims=(2,), min_inputs=2, max_inputs=2, check=learned_check("tissue_cgan"),
@@ -101,4 +96,4 @@ def mgmdcgan_fusion(stack: np.ndarray, device: str = "auto", progress=None) -> n
           params=(DEVICE,))
 def tissue_cgan_fusion(stack: np.ndarray, device: str = "auto", progress=None) -> np.ndarray:
     """TA-cGAN's generator on (MRI, PET luminance), the tissue map computed from each MRI slice."""
-    return _run("tissue_cgan", stack, device, progress)
+    return run_network("tissue_cgan", stack, device, progress)

@@ -24,13 +24,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..registry import register
-from ._learned import DEVICE, FAMILY, learned_check
+from ._learned import DEVICE, FAMILY, learned_check, run_network
 
-
-def _run(method: str, stack: np.ndarray, device: str, progress) -> np.ndarray:
-    from ..deep.inference import fuse_with_network
-
-    return fuse_with_network(method, stack, device=device, progress=progress)
 
 
 @register("unet_fusion", family=FAMILY, dims=(2,), check=learned_check("unet_fusion"),
@@ -42,7 +37,7 @@ def _run(method: str, stack: np.ndarray, device: str, progress) -> np.ndarray:
           params=(DEVICE,))
 def unet_fusion(stack: np.ndarray, device: str = "auto", progress=None) -> np.ndarray:
     """The shipped U-Net on the sources (in sequence for three or more)."""
-    return _run("unet_fusion", stack, device, progress)
+    return run_network("unet_fusion", stack, device, progress)
 
 
 @register("mcfnet", family=FAMILY, dims=(2,), check=learned_check("mcfnet"),
@@ -53,4 +48,4 @@ def unet_fusion(stack: np.ndarray, device: str = "auto", progress=None) -> np.nd
           params=(DEVICE,))
 def mcfnet_fusion(stack: np.ndarray, device: str = "auto", progress=None) -> np.ndarray:
     """MCFNet on the sources (in sequence for three or more)."""
-    return _run("mcfnet", stack, device, progress)
+    return run_network("mcfnet", stack, device, progress)

@@ -22,13 +22,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..registry import Param, register
-from ._learned import DEVICE, FAMILY, learned_check
+from ._learned import DEVICE, FAMILY, learned_check, run_network
 
-
-def _run(method: str, stack: np.ndarray, device: str, progress, **kwargs) -> np.ndarray:
-    from ..deep.inference import fuse_with_network
-
-    return fuse_with_network(method, stack, device=device, progress=progress, **kwargs)
 
 
 @register("ifcnn", family=FAMILY, dims=(2,), check=learned_check("ifcnn"),
@@ -40,7 +35,7 @@ def _run(method: str, stack: np.ndarray, device: str, progress, **kwargs) -> np.
                         "medical images in the paper).", choices=("max", "mean", "sum")), DEVICE))
 def ifcnn_fusion(stack: np.ndarray, rule: str = "max", device: str = "auto", progress=None) -> np.ndarray:
     """IFCNN with the feature fusion ``rule``; any number of inputs."""
-    return _run("ifcnn", stack, device, progress, rule=rule)
+    return run_network("ifcnn", stack, device, progress, rule=rule)
 
 
 @register("pmgi", family=FAMILY, dims=(2,), check=learned_check("pmgi"),
@@ -50,7 +45,7 @@ def ifcnn_fusion(stack: np.ndarray, rule: str = "max", device: str = "auto", pro
           params=(DEVICE,))
 def pmgi_fusion(stack: np.ndarray, device: str = "auto", progress=None) -> np.ndarray:
     """PMGI; the first input feeds the gradient path twice, the second the intensity path twice."""
-    return _run("pmgi", stack, device, progress)
+    return run_network("pmgi", stack, device, progress)
 
 
 @register("fusiondn", family=FAMILY, dims=(2,), check=learned_check("fusiondn"),
@@ -60,7 +55,7 @@ def pmgi_fusion(stack: np.ndarray, device: str = "auto", progress=None) -> np.nd
           params=(DEVICE,))
 def fusiondn_fusion(stack: np.ndarray, device: str = "auto", progress=None) -> np.ndarray:
     """FusionDN's generator on the sources (in sequence for three or more)."""
-    return _run("fusiondn", stack, device, progress)
+    return run_network("fusiondn", stack, device, progress)
 
 
 @register("u2fusion", family=FAMILY, dims=(2,), check=learned_check("u2fusion"),
@@ -70,4 +65,4 @@ def fusiondn_fusion(stack: np.ndarray, device: str = "auto", progress=None) -> n
           params=(DEVICE,))
 def u2fusion_fusion(stack: np.ndarray, device: str = "auto", progress=None) -> np.ndarray:
     """U2Fusion's generator on the sources (in sequence for three or more)."""
-    return _run("u2fusion", stack, device, progress)
+    return run_network("u2fusion", stack, device, progress)

@@ -16,7 +16,6 @@ evaluation.
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import sys
 
@@ -68,10 +67,7 @@ def main(argv=None) -> int:
             print(f"{pair_set.name:10s} {method:16s} haze {row['haze']:.4f}  out of range {row['out_of_range']:.4f}  "
                   f"checkerboard {row['checkerboard']:+.3f}")
     if args.out:
-        with open(args.out, "w", newline="", encoding="utf-8") as fh:
-            writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
+        evaluation._write_csv(args.out, list(rows[0]), rows)      # the evaluation's atomic CSV writer
     return 0
 
 

@@ -71,10 +71,7 @@ def main(argv=None) -> int:
             print(f"{set_name:10s} {label:32s} rank {ranks[label]:.2f}  best other {best_other} "
                   f"{ranks[best_other]:.2f}  CDDFuse {cdd}/8")
     if args.out:
-        with open(args.out, "w", newline="", encoding="utf-8") as fh:
-            writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
+        evaluation._write_csv(args.out, list(rows[0]), rows)      # the evaluation's atomic CSV writer
     return 0
 
 

@@ -12,6 +12,7 @@ The paper's settings and every deviation are in the docstrings below and in docs
 
 from __future__ import annotations
 
+import contextlib
 from typing import Callable, Dict, List
 
 import numpy as np
@@ -24,7 +25,7 @@ from .. import losses as L
 from ..networks_adversarial import (DDcGANGenerator, FusionGANGenerator, MGMDcGANNet, PatchDiscriminator,
                                     TissueCGANGenerator, dense_structure_mask, downsample, tissue_labels)
 from ..trainer import Phase
-from .base import Build, DataContext, TrainConfig, _adam, _initial, _tensor, recipe
+from .base import Build, DataContext, TrainConfig, _adam, _initial, _tensor, optimise, recipe
 
 
 # --- helpers ------------------------------------------------------------------------------------------------
@@ -61,23 +62,16 @@ def _uniform(sampler: D.PatchSampler, low: float, high: float, n: int, device) -
     return torch.from_numpy(sampler.rng.uniform(low, high, n).astype(np.float32)).to(device)
 
 
-def _step_optimiser(opt: torch.optim.Optimizer, loss: torch.Tensor) -> None:
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    opt.step()
-
-
+@contextlib.contextmanager
 def _frozen(*nets):
     """Context: ``nets`` take no gradients (the generator's step through the discriminators)."""
-    class _Ctx:
-        def __enter__(self):
-            for n in nets:
-                n.requires_grad_(False)
-
-        def __exit__(self, *exc):
-            for n in nets:
-                n.requires_grad_(True)
-    return _Ctx()
+    for net in nets:
+        net.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for net in nets:
+            net.requires_grad_(True)
 
 
 def _frobenius2(x: torch.Tensor) -> torch.Tensor:
@@ -153,13 +147,13 @@ def _fusiongan(ctx: DataContext, config: TrainConfig, device, plan) -> Build:
         for _k in range(d_steps):
             d_loss = (L.least_squares_gan_loss(disc(anat), labels(0.7, 1.2, 1.0))
                       + L.least_squares_gan_loss(disc(fused.detach()), labels(0.0, 0.3, 0.0)))
-            _step_optimiser(opt_d, d_loss)
+            optimise(opt_d, d_loss)
         with _frozen(disc):
             g_adv = L.least_squares_gan_loss(disc(fused), labels(0.7, 1.2, 1.0))
             content = F.mse_loss(fused, _intensity_target(func, anat, opt_["intensity"])) \
                 + xi * F.mse_loss(L.laplacian4(fused), L.laplacian4(anat))
             loss = g_adv + lam * content
-            _step_optimiser(opt_g, loss)
+            optimise(opt_g, loss)
         return {"loss": loss.item(), "g_adv": g_adv.item(), "content": content.item(), "d": d_loss.item()}
 
     phases = [Phase("adversarial", plan["phases"]["adversarial"], step, {"generator": opt_g, "discriminator": opt_d},
@@ -181,16 +175,16 @@ def _ddcgan_losses(generator, d_anat, d_func, x, scale, lam, eta, adv_weight, op
     fused = generator(x, low) if scale > 1 else generator(x)
     psi = downsample(fused, scale)
     d1 = L.cross_entropy_gan_loss(d_anat(anat), True) + L.cross_entropy_gan_loss(d_anat(fused.detach()), False)
-    _step_optimiser(opt_d1, d1)
+    optimise(opt_d1, d1)
     d2 = L.cross_entropy_gan_loss(d_func(low), True) + L.cross_entropy_gan_loss(d_func(psi.detach()), False)
-    _step_optimiser(opt_d2, d2)
+    optimise(opt_d2, d2)
     with _frozen(d_anat, d_func):
         g_adv = L.cross_entropy_gan_loss(d_anat(fused), True) + L.cross_entropy_gan_loss(d_func(psi), True)
         target = _intensity_target(low, downsample(anat, scale), intensity)
         content = _frobenius2(psi - target) + eta * _l1_sum(L.laplacian4(fused) - L.laplacian4(anat))
         loss = adv_weight * g_adv + lam * content
         if opt_g is not None:
-            _step_optimiser(opt_g, loss)
+            optimise(opt_g, loss)
     return {"loss": loss.item(), "g_adv": g_adv.item(), "content": content.item(), "d1": d1.item(),
             "d2": d2.item()}, fused
 
@@ -301,13 +295,13 @@ def _mgmdcgan(ctx: DataContext, config: TrainConfig, device, plan) -> Build:
         f2 = model.refine(f1, anat)
         d3 = (L.cross_entropy_gan_loss(d_mask(mask * anat), True)
               + L.cross_entropy_gan_loss(d_mask(mask * f2.detach()), False))
-        _step_optimiser(opt_d3, d3)
+        optimise(opt_d3, d3)
         with _frozen(d_mask):
             g_adv = L.cross_entropy_gan_loss(d_mask(mask * f2), True)
             content = _frobenius2((1 - mask) * (f2 - f1)) + _frobenius2(mask * (f2 - torch.maximum(f1, anat))) \
                 + eta2 * _l1_sum(mask * (L.laplacian4(f2) - L.laplacian4(anat)))
             loss = opt_["adv_weight"] * g_adv + lam2 * content
-            _step_optimiser(opt_g2, loss)
+            optimise(opt_g2, loss)
         return {"loss": loss.item(), "g_adv": g_adv.item(), "content": content.item(), "d3": d3.item(),
                 "mask": mask.mean().item()}
 
@@ -369,13 +363,13 @@ def _tissue_cgan(ctx: DataContext, config: TrainConfig, device, plan) -> Build:
         fused = generator(x, labels)
         d_loss = (L.cross_entropy_gan_loss(disc(torch.cat([mri, condition], 1)), True)
                   + L.cross_entropy_gan_loss(disc(torch.cat([fused.detach(), condition], 1)), False))
-        _step_optimiser(opt_d, d_loss)
+        optimise(opt_d, d_loss)
         with _frozen(disc):
             g_adv = L.cross_entropy_gan_loss(disc(torch.cat([fused, condition], 1)), True)
             content = F.mse_loss(fused, _intensity_target(pet, mri, opt_["intensity"])) + xi * F.mse_loss(L.laplacian4(fused), L.laplacian4(mri)) \
                 + w_ssim * (1 - L.ssim(fused, mri).mean())
             loss = g_adv + lam * content
-            _step_optimiser(opt_g, loss)
+            optimise(opt_g, loss)
         return {"loss": loss.item(), "g_adv": g_adv.item(), "content": content.item(), "d": d_loss.item()}
 
     phases = [Phase("adversarial", plan["phases"]["adversarial"], step, {"generator": opt_g, "discriminator": opt_d},

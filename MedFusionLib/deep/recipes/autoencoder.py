@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from .. import data as D
 from ..networks import FeatureNet, StackedAutoencoderNet
 from ..trainer import Phase
-from .base import Build, DataContext, TrainConfig, _adam, _initial, _reconstruction_step, _tensor, recipe
+from .base import Build, DataContext, TrainConfig, _adam, _initial, _reconstruction_step, _tensor, optimise, recipe
 
 
 
@@ -58,9 +58,7 @@ def _dscnn(ctx: DataContext, config: TrainConfig, device, plan) -> Build:
                 with torch.no_grad():
                     h = model.encode(s, parts[s], depth=k)
                 loss = loss + F.mse_loss(model.decoders[s][k](model.encoders[s][k](h)), h)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            optimise(opt, loss)
             return {"loss": loss.item()}
 
         return Phase(f"unit{k + 1}", plan["phases"][f"unit{k + 1}"], step, {"adam": opt}, setup=setup)

@@ -208,14 +208,19 @@ def _initial(model: torch.nn.Module, config: TrainConfig) -> torch.nn.Module:
     return build_network(payload, config.method, config.init).train()
 
 
+def optimise(opt: torch.optim.Optimizer, loss: torch.Tensor) -> None:
+    """One optimiser step on ``loss`` (gradients cleared first)."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+
+
 def _reconstruction_step(opt, y: torch.Tensor, x: torch.Tensor) -> Dict[str, float]:
     """One optimiser step on L1 + (1 - SSIM) of a reconstruction ``y`` of ``x`` (autoencoder training)."""
     l1 = (y - x).abs().mean()
     s = 1 - L.ssim(y, x).mean()
     loss = l1 + s
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    opt.step()
+    optimise(opt, loss)
     return {"loss": loss.item(), "l1": l1.item(), "ssim_loss": s.item()}
 
 

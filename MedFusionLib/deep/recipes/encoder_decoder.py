@@ -16,7 +16,7 @@ from .. import data as D
 from .. import losses as L
 from ..networks_encoder_decoder import UPSAMPLING, MCFNet, UNetFusionNet
 from ..trainer import Phase
-from .base import Build, DataContext, TrainConfig, _adam, _initial, _tensor, recipe
+from .base import Build, DataContext, TrainConfig, _adam, _initial, _tensor, optimise, recipe
 
 
 def structure_intensity_gradient_loss(fused: torch.Tensor, sources: torch.Tensor, w_ssim: float, alpha: float,
@@ -68,9 +68,7 @@ def _fusion_build(model: torch.nn.Module, ctx: DataContext, config: TrainConfig,
     def step(_):
         x = _tensor(sampler.sample(bs), device)
         loss, terms = structure_intensity_gradient_loss(model(x), x, opt_["w_ssim"], opt_["alpha"], opt_["beta"])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        optimise(opt, loss)
         return {"loss": loss.item(), **terms}
 
     phases = [Phase("fusion", plan["phases"]["fusion"], step, {"adam": opt},

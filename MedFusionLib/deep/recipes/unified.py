@@ -15,7 +15,7 @@ from .. import losses as L
 from ..ewc import EWC
 from ..networks import FusionDNNet, IFCNNNet, PMGINet, U2FusionNet
 from ..trainer import Phase
-from .base import Build, DataContext, TrainConfig, _adam, _initial, _load_feature_net, _tensor, recipe
+from .base import Build, DataContext, TrainConfig, _adam, _initial, _load_feature_net, _tensor, optimise, recipe
 
 
 
@@ -40,9 +40,7 @@ def _ifcnn(ctx: DataContext, config: TrainConfig, device, plan) -> Build:
         mse = F.mse_loss(fused, target)
         per = L.perceptual_loss(feature, fused, target)
         loss = mse + w_perceptual * per
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        optimise(opt, loss)
         return {"loss": loss.item(), "mse": mse.item(), "perceptual": per.item()}
 
     phases = [Phase("multifocus", plan["phases"]["multifocus"], step, {"adam": opt},
@@ -86,9 +84,7 @@ def _pmgi(ctx: DataContext, config: TrainConfig, device, plan) -> Build:
             l_int = opt_["int_a"] * F.mse_loss(fused, a) + opt_["int_b"] * F.mse_loss(fused, b)
             l_grad = opt_["grad_a"] * F.mse_loss(lf, la) + opt_["grad_b"] * F.mse_loss(lf, lb)
         loss = l_int + opt_["beta"] * l_grad
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        optimise(opt, loss)
         return {"loss": loss.item(), "intensity": l_int.item(), "gradient": l_grad.item()}
 
     phases = [Phase("fusion", plan["phases"]["fusion"], step, {"adam": opt}, columns=("loss", "intensity", "gradient"))]
@@ -137,9 +133,7 @@ def _sequential_build(model: torch.nn.Module, ctx: DataContext, config: TrainCon
             loss, terms = task_loss(task, x)
             penalty = ewc.penalty(model)
             total = loss + penalty
-            opt.zero_grad(set_to_none=True)
-            total.backward()
-            opt.step()
+            optimise(opt, total)
             return {"loss": total.item(), **terms, "ewc": penalty.item()}
 
         def finish(task=task, sampler=sampler):

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from .. import data as D
 from ..networks import ShearletSiameseNet, SiameseWeightNet
 from ..trainer import Phase
-from .base import Build, DataContext, TrainConfig, _adam, _initial, _tensor, recipe
+from .base import Build, DataContext, TrainConfig, _adam, _initial, _tensor, optimise, recipe
 
 
 
@@ -33,9 +33,7 @@ def _cnn_weight_map(ctx: DataContext, config: TrainConfig, device, plan) -> Buil
         logits = model(_tensor(a, device), _tensor(b, device)).reshape(bs, 2)
         target = _tensor(1 - label, device)       # class 0: "a is the clear one"
         loss = F.cross_entropy(logits, target)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        optimise(opt, loss)
         acc = (logits.argmax(1) == target).float().mean()
         return {"loss": loss.item(), "accuracy": acc.item()}
 
@@ -124,9 +122,7 @@ def _nsst_similarity(ctx: DataContext, config: TrainConfig, device, plan) -> Bui
             logits = head(score.unsqueeze(-1)).squeeze(-1)
             target = positive.expand_as(logits).float()
             loss = (F.binary_cross_entropy_with_logits(logits, target, reduction="none") * weight).sum() / bs
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            optimise(opt, loss)
             peak = score.reshape(bs, -1).argmax(1)
             hit = positive.reshape(-1)[peak].float().mean()
             return {"loss": loss.item(), "peak_hit": hit.item()}
