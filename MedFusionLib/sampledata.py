@@ -1,10 +1,13 @@
 """Built-in synthetic sample data: a multimodal head phantom (CT, MRI T1, PET) made on the fly.
 
-Nothing is downloaded: the anatomy is a set of nested ellipsoids (scalp, skull, brain, ventricles) and
-the function is a set of hot spots drawn with MONAI's synthetic image generator
-(:func:`monai.data.synthetic.create_test_image_3d`). The three modalities share one grid, as co-registered
-images do, and each shows what its modality shows: CT the bone, MRI the soft tissue contrast (grey matter
-brighter than CSF, bone dark), PET the tracer uptake (hot spots, smooth and low resolution).
+Nothing is downloaded and only NumPy and SciPy are needed (no PyTorch, no MONAI: the phantom is the
+Slicer module's sample data and self-test data, usable before the learned methods' dependencies are
+installed). The anatomy is a set of nested ellipsoids (scalp, skull, brain, ventricles) and the function
+is a set of random spherical hot spots (:func:`random_spheres`, the same draws as MONAI's
+``monai.data.synthetic.create_test_image_3d``, so the phantom is voxel for voxel the one earlier versions
+made with MONAI). The three modalities share one grid, as co-registered images do, and each shows what
+its modality shows: CT the bone, MRI the soft tissue contrast (grey matter brighter than CSF, bone
+dark), PET the tracer uptake (hot spots, smooth and low resolution).
 """
 
 from __future__ import annotations
@@ -19,6 +22,33 @@ def _ellipsoid(shape: Tuple[int, ...], centre, radii) -> np.ndarray:
     grids = np.ogrid[tuple(slice(0, s) for s in shape)]
     r2 = sum(((g - c) / r) ** 2 for g, c, r in zip(grids, centre, radii))
     return r2 <= 1.0
+
+
+def random_spheres(shape: Tuple[int, int, int], num_objs: int, rad_max: int, rad_min: int, num_classes: int,
+                   rng: np.random.RandomState) -> np.ndarray:
+    """A label volume of ``num_objs`` random balls, each labelled 1..``num_classes`` (later balls on top).
+
+    Draws from ``rng`` exactly as ``monai.data.synthetic.create_test_image_3d(*shape, num_objs, rad_max,
+    rad_min, noise_max=0, num_seg_classes=num_classes, random_state=rng)`` does, including its final
+    (zero-width) noise draw, so ``rng`` is left in the same state and the labels are identical: centres
+    uniform in ``[rad_max, size - rad_max)`` per axis, radius in ``[rad_min, rad_max)``, label
+    ``ceil(u * num_classes)`` for ``u`` uniform in [0, 1).
+    """
+    if rad_max <= rad_min or rad_min < 1:
+        raise ValueError(f"need 1 <= rad_min < rad_max; got rad_min={rad_min}, rad_max={rad_max}")
+    if min(shape) <= 2 * rad_max:
+        raise ValueError(f"the smallest size of {shape} must be larger than 2 * rad_max = {2 * rad_max}")
+    if num_classes < 2:
+        raise ValueError(f"num_classes must be at least 2; got {num_classes}")
+    image = np.zeros(shape)
+    for _ in range(num_objs):
+        centre = [rng.randint(rad_max, size - rad_max) for size in shape]
+        radius = rng.randint(rad_min, rad_max)
+        grids = np.ogrid[tuple(slice(-c, size - c) for c, size in zip(centre, shape))]
+        ball = sum(g * g for g in grids) <= radius * radius
+        image[ball] = np.ceil(rng.random_sample() * num_classes)
+    rng.uniform(0, 0.0, size=image.shape)   # MONAI's noise draw (noise_max=0): keeps the generator in step
+    return np.ceil(image).astype(np.int32)
 
 
 def head_phantom(shape: Tuple[int, int, int] = (48, 128, 128), seed: int = 0) -> Dict[str, np.ndarray]:
@@ -39,8 +69,6 @@ def head_phantom(shape: Tuple[int, int, int] = (48, 128, 128), seed: int = 0) ->
     """
     if len(shape) != 3 or min(shape) < 8:
         raise ValueError(f"shape must be 3 sizes of at least 8; got {shape}")
-    from monai.data.synthetic import create_test_image_3d  # torch-heavy import, only when used
-
     rng = np.random.RandomState(seed)
     k, j, i = shape
     centre = (k / 2, j / 2, i / 2)
@@ -53,9 +81,8 @@ def head_phantom(shape: Tuple[int, int, int] = (48, 128, 128), seed: int = 0) ->
     skull = skull_outer & ~brain
     scalp = head & ~skull_outer
 
-    # Hot spots: MONAI's random spheres, kept inside the brain.
-    _, labels = create_test_image_3d(k, j, i, num_objs=24, rad_max=max(3, min(shape) // 6), rad_min=2,
-                                     noise_max=0.0, num_seg_classes=3, random_state=rng)
+    # Hot spots: random balls, kept inside the brain.
+    labels = random_spheres(shape, num_objs=24, rad_max=max(3, min(shape) // 6), rad_min=2, num_classes=3, rng=rng)
     lesions = (labels.astype(np.uint8) * (brain & ~ventricles)).astype(np.uint8)
 
     ct = np.full(shape, -1000.0, dtype=np.float32)
