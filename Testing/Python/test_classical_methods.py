@@ -6,6 +6,7 @@ import pywt
 from scipy import ndimage as ndi
 
 import MedFusionLib as mf
+import references
 
 CLASSICAL = ["average", "weighted_average", "max", "min", "pca", "dwt", "laplacian", "guided_filter"]
 MULTISCALE = ["dwt", "laplacian", "guided_filter"]
@@ -118,3 +119,42 @@ def test_guided_filter_weights_follow_saliency(multifocus_pair):
     left, right = (slice(8, -8), slice(8, 40)), (slice(8, -8), slice(56, -8))
     assert np.abs(out[left] - a[left]).mean() < np.abs(out[left] - b[left]).mean()
     assert np.abs(out[right] - b[right]).mean() < np.abs(out[right] - a[right]).mean()
+
+
+def _laplacian_fusion_reference(a, b, levels, consistency):
+    """Burt-Adelson pyramids (REDUCE/EXPAND with the 5-tap kernel a = 0.375, mirror borders; references.py),
+    choose-max-abs details with an optional brute-force majority filter, mean base, collapse."""
+    def pyramid(x):
+        gauss = [x]
+        for _ in range(levels):
+            gauss.append(references.reduce2d(gauss[-1]))
+        return [gauss[k] - references.expand2d(gauss[k + 1], gauss[k].shape) for k in range(levels)] + [gauss[-1]]
+
+    pa, pb = pyramid(a), pyramid(b)
+    fused = []
+    for da, db in zip(pa[:-1], pb[:-1]):
+        choice = (np.abs(db) > np.abs(da)).astype(int)          # ties to the first source
+        if consistency:
+            # corner_tie=0: the library settles a 2-2 tie in an image corner as source 0 (a known deviation from
+            # 'ties keep their choice', pinned by test_consistency_check_keeps_ties_in_image_corners).
+            choice = references.majority_filter(choice, corner_tie=0)
+        fused.append(np.where(choice == 1, db, da))
+    out = (pa[-1] + pb[-1]) / 2
+    for detail in reversed(fused):
+        out = detail + references.expand2d(out, detail.shape)
+    return np.clip(out, 0, 1)
+
+
+def test_laplacian_fusion_matches_a_written_out_reference(multifocus_pair):
+    """The default Laplacian fusion is the pyramid of Burt and Adelson (1983) with choose-max-abs details and the
+    consistency check of Li et al. (1995) on, and a mean base (Burt and Kolczynski 1993); the check matters."""
+    _, a, b = multifocus_pair
+    rng = np.random.default_rng(3)
+    a = np.clip(a + 0.05 * rng.standard_normal(a.shape), 0, 1)   # noise: many isolated choices to overturn
+    b = np.clip(b + 0.05 * rng.standard_normal(b.shape), 0, 1)
+    a, b = a[:45, :50], b[:45, :50]                              # odd and even sides
+    ours = _unit([a, b], "laplacian", levels=3)
+    np.testing.assert_allclose(ours, _laplacian_fusion_reference(a, b, 3, True), atol=1e-5)
+    unchecked = _unit([a, b], "laplacian", levels=3, consistency=False)
+    np.testing.assert_allclose(unchecked, _laplacian_fusion_reference(a, b, 3, False), atol=1e-5)
+    assert np.abs(ours - unchecked).max() > 0.05                # the consistency check changes the result

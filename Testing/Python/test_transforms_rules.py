@@ -120,3 +120,95 @@ def test_local_similarity_averages_similar_and_selects_dissimilar(rng):
     np.testing.assert_allclose(rules.local_similarity(np.stack([a, a]), weight_map=w), a)
     with pytest.raises(ValueError, match="2 sources"):
         rules.local_similarity(np.stack([a, a, a]))
+
+
+# --- the pyramid kernel against Burt and Adelson (1983) -------------------------------------------------
+# Burt & Adelson, "The Laplacian pyramid as a compact image code", IEEE Trans. Commun. 31(4), 1983, eq. (1)-(2)
+# and Fig. 2: the generating kernel w(0) = a, w(+-1) = 1/4, w(+-2) = 1/4 - a/2, used separably
+# (w(m, n) = w(m) w(n)); with a = 0.375 (the value the library names) w = [1/16, 4/16, 6/16, 4/16, 1/16].
+# REDUCE: g_l(i, j) = sum_m sum_n w(m, n) g_(l-1)(2i + m, 2j + n).
+# EXPAND: g_(l,k)(i, j) = 4 sum_m sum_n w(m, n) g_(l,k-1)((i - m)/2, (j - n)/2), integer terms only.
+# Any reduce/expand pair reconstructs perfectly, so these tests, not the reconstruction test, pin the kernel.
+def _burt_adelson_kernel(a=0.375):
+    return np.array([0.25 - a / 2, 0.25, a, 0.25, 0.25 - a / 2])
+
+
+def test_reduce_of_an_impulse_is_the_burt_adelson_kernel():
+    from MedFusionLib.transforms.pyramid import gaussian_pyramid
+
+    assert np.allclose(_burt_adelson_kernel(), np.array([1, 4, 6, 4, 1]) / 16)
+    x = np.zeros((1, 21, 23))
+    x[0, 10, 11] = 1.0                        # even row, odd column: both phases of the kernel appear
+    reduced = gaussian_pyramid(x, 1)[1][0]
+    w = _burt_adelson_kernel()
+    expected = np.zeros_like(reduced)
+    for i in range(reduced.shape[0]):
+        for j in range(reduced.shape[1]):
+            m, n = 10 - 2 * i, 11 - 2 * j   # the impulse sits at (2i + m, 2j + n)
+            if abs(m) <= 2 and abs(n) <= 2:
+                expected[i, j] = w[m + 2] * w[n + 2]
+    np.testing.assert_allclose(reduced, expected, atol=1e-15)
+    # Written out: rows 4..6 carry w(2), w(0), w(-2) = 1/16, 6/16, 1/16; columns 5, 6 carry w(1), w(-1) = 1/4.
+    np.testing.assert_allclose(reduced[4:7, 5:7], np.outer([1 / 16, 6 / 16, 1 / 16], [0.25, 0.25]), atol=1e-15)
+    # Burt and Adelson's 'equal contribution' constraint: even taps w(0) + 2 w(2) and odd taps 2 w(1) each sum
+    # to 1/2, so every input node contributes 1/4 in 2-D, whatever its phase.
+    assert reduced.sum() == pytest.approx(0.25)
+
+
+@pytest.mark.parametrize("shape", [(17, 20), (16, 21), (9, 8)])
+def test_reduce_and_expand_follow_the_published_equations(rng, shape):
+    from scipy import ndimage as ndi
+
+    from MedFusionLib.transforms.pyramid import _expand, gaussian_pyramid
+
+    w2 = np.outer(_burt_adelson_kernel(), _burt_adelson_kernel())
+    x = rng.random(shape)
+    # REDUCE with mirror borders everywhere.
+    np.testing.assert_allclose(gaussian_pyramid(x[None], 1)[1][0], ndi.correlate(x, w2, mode="mirror")[::2, ::2],
+                               atol=1e-14)
+    # EXPAND: zero insertion then 4 w(m, n) (mirror borders); interior checked term by term as the paper writes it.
+    g = rng.random(((shape[0] + 1) // 2, (shape[1] + 1) // 2))
+    up = np.zeros(shape)
+    up[::2, ::2] = g
+    expanded = _expand(g[None], shape, 2)[0]
+    np.testing.assert_allclose(expanded, ndi.correlate(up, 4 * w2, mode="mirror"), atol=1e-14)
+    for i in range(2, shape[0] - 2):
+        for j in range(2, shape[1] - 2):
+            total = sum(4 * w2[m + 2, n + 2] * g[(i - m) // 2, (j - n) // 2]
+                        for m in range(-2, 3) for n in range(-2, 3) if (i - m) % 2 == 0 and (j - n) % 2 == 0)
+            assert expanded[i, j] == pytest.approx(total, abs=1e-14)
+
+
+def test_3d_reduce_is_the_separable_kernel_over_three_axes(rng):
+    from scipy import ndimage as ndi
+
+    from MedFusionLib.transforms.pyramid import gaussian_pyramid
+
+    w = _burt_adelson_kernel()
+    x = rng.random((9, 10, 11))
+    w3 = w[:, None, None] * w[None, :, None] * w[None, None, :]
+    np.testing.assert_allclose(gaussian_pyramid(x[None], 1, spatial_dims=3)[1][0],
+                               ndi.correlate(x, w3, mode="mirror")[::2, ::2, ::2], atol=1e-14)
+
+
+# --- the consistency check against a brute-force majority filter ------------------------------------------------
+@pytest.mark.parametrize("shape", [(12, 13), (23, 25), (45, 50)])
+def test_consistency_check_is_the_majority_filter_of_li_et_al(rng, shape):
+    import references
+
+    index = (rng.random(shape) > 0.5).astype(int)
+    got = rules.consistency_check(index[None], 2, window=3)[0]
+    expected = references.majority_filter(index)
+    corners = np.zeros(shape, bool)
+    corners[[0, 0, -1, -1], [0, -1, 0, -1]] = True
+    np.testing.assert_array_equal(got[~corners], expected[~corners])
+    assert (got != index).mean() > 0.1                          # a random map has much to overturn
+
+
+@pytest.mark.xfail(strict=True, reason="known deviation (reported, not fixed here): in an image corner a 3x3 "
+                   "window holds 2 x 2 samples; a 2-2 tie should keep the position's own choice as the "
+                   "docstring says, but the float32 vote fractions of consistency_check settle it as source 0")
+def test_consistency_check_keeps_ties_in_image_corners():
+    index = np.zeros((5, 5), int)
+    index[0, 0] = index[1, 1] = 1                               # corner window [[1, 0], [0, 1]]: a tie
+    assert rules.consistency_check(index[None], 2, window=3)[0][0, 0] == 1
