@@ -453,7 +453,9 @@ def test_volume_is_the_mean_of_its_slices_along_any_axis(monkeypatch):
     for name in SMALL:
         assert moved[name] == pytest.approx(vol[name], rel=1e-10), name
     # large volumes are processed in blocks of slices: same values
-    monkeypatch.setattr(metrics, "_BLOCK_PIXELS", 2 * 48 * 48)
+    monkeypatch.setattr(metrics._common, "_BLOCK_PIXELS", 2 * 48 * 48)
+    block_sizes = metrics._common._per_slice(lambda F, X: np.full(F.shape[0], F.shape[0]), f, np.stack([a, b]))
+    assert list(block_sizes) == [2, 2, 1]  # the patched block size is the one in force
     blocked = metrics.evaluate_all(f, [a, b], metrics=SMALL)
     for name in SMALL:
         assert blocked[name] == pytest.approx(vol[name], rel=1e-12), name
