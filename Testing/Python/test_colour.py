@@ -83,3 +83,53 @@ def test_colormap_on_rgb_input_is_an_error(phantom2d):
     rgb = np.zeros(phantom2d["mri"].shape + (3,), np.uint8)
     with pytest.raises(mf.FusionInputError, match="already an RGB image"):
         mf.fuse([phantom2d["mri"], rgb], colormap=[None, "hot"])
+
+
+# --- the transforms pinned to their published matrices (the round trip above passes for any invertible one) --
+def test_ihs_intensity_is_the_mean_of_the_channels_and_chroma_the_published_rows(rng):
+    """IHS as ../shared/docs/fusion-metrics.md ('Colour') and colour.py's reference, Tu et al., 'A new look at
+    IHS-like image fusion methods', Information Fusion 2(3), 2001, write it: intensity I = (R + G + B) / 3 (the
+    linear IHS of Tu et al.; the library stores the orthonormal I = (R + G + B) / sqrt 3 and scales it by
+    1 / (255 sqrt 3) to [0, 1]), chroma v1 = (R + G - 2B) / sqrt 6, v2 = (R - G) / sqrt 2, grey is neutral (0)."""
+    rgb = np.array([[[255, 0, 0], [0, 0, 255], [90, 120, 30], [200, 200, 200]]], np.uint8)
+    luma, chroma = colour.rgb_to_luma_chroma(rgb, "ihs")
+    # Written out: (255 + 0 + 0) / 3 / 255 = 1/3 for pure red and pure blue alike (YCbCr would give 0.299, 0.114).
+    np.testing.assert_allclose(luma[0], [1 / 3, 1 / 3, 240 / 3 / 255, 200 / 255], rtol=1e-6)
+    np.testing.assert_allclose(chroma[0, 3], [0, 0], atol=1e-4)
+    x = rng.integers(0, 256, (50, 3)).astype(np.float64)
+    luma, chroma = colour.rgb_to_luma_chroma(x.astype(np.uint8)[None], "ihs")
+    r, g, b = x.T
+    np.testing.assert_allclose(luma[0], (r + g + b) / 3 / 255, rtol=1e-6)
+    np.testing.assert_allclose(chroma[0, :, 0], (r + g - 2 * b) / np.sqrt(6), atol=2e-4)
+    np.testing.assert_allclose(chroma[0, :, 1], (r - g) / np.sqrt(2), atol=2e-4)
+
+
+@pytest.mark.parametrize("space", colour.COLOUR_SPACES)
+def test_replacing_the_luminance_adds_the_same_offset_to_every_channel(space, rng):
+    """The 'fast IHS' identity of Tu et al. (2001), F = (R + d, G + d, B + d) with d = I_new - I, which also
+    holds for BT.601 YCbCr (the inverse's luminance column is (1, 1, 1)): substituting a fused luminance keeps
+    hue and saturation by shifting all three channels equally."""
+    rgb = rng.integers(60, 196, (30, 40, 3)).astype(np.uint8)
+    luma, chroma = colour.rgb_to_luma_chroma(rgb, space)
+    delta = rng.uniform(-0.2, 0.2, luma.shape).astype(np.float32)
+    out = colour.luma_chroma_to_rgb(luma + delta, chroma, space).astype(np.float64)
+    expected = np.clip(rgb + 255.0 * delta[..., None], 0, 255)
+    assert np.abs(out - expected).max() <= 0.5 + 1e-3           # up to the final rounding
+
+
+def test_ycbcr_chroma_and_inverse_are_the_jfif_bt601_equations(rng):
+    """ITU-R BT.601 in the full-range form of JFIF (ITU-T T.871, section 7): Cb = 128 - 0.168736 R - 0.331264 G
+    + 0.5 B, Cr = 128 + 0.5 R - 0.418688 G - 0.081312 B; R = Y + 1.402 (Cr - 128), G = Y - 0.344136 (Cb - 128)
+    - 0.714136 (Cr - 128), B = Y + 1.772 (Cb - 128)."""
+    x = rng.integers(0, 256, (60, 3)).astype(np.float64)
+    r, g, b = x.T
+    luma, chroma = colour.rgb_to_luma_chroma(x.astype(np.uint8)[None], "ycbcr")
+    np.testing.assert_allclose(chroma[0, :, 0], 128 - 0.168736 * r - 0.331264 * g + 0.5 * b, atol=2e-4)
+    np.testing.assert_allclose(chroma[0, :, 1], 128 + 0.5 * r - 0.418688 * g - 0.081312 * b, atol=2e-4)
+    y = rng.uniform(0.2, 0.8, 60)
+    cb, cr = rng.uniform(100, 156, 60), rng.uniform(100, 156, 60)
+    out = colour.luma_chroma_to_rgb(y.astype(np.float32)[None], np.stack([cb, cr], -1).astype(np.float32)[None])
+    Y = 255 * y
+    expected = np.stack([Y + 1.402 * (cr - 128), Y - 0.344136 * (cb - 128) - 0.714136 * (cr - 128),
+                         Y + 1.772 * (cb - 128)], -1)
+    assert np.abs(out[0] - np.clip(expected, 0, 255)).max() <= 0.5 + 2e-3
