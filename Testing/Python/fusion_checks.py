@@ -1,6 +1,7 @@
 """Behavioural checks shared by the learned methods' tests (a plain module, imported by the test files)."""
 
 import numpy as np
+import pytest
 from scipy import ndimage as ndi
 
 import MedFusionLib as mf
@@ -26,3 +27,30 @@ def check_keeps_hot_spot_and_anatomy(method: str, mri: np.ndarray, pet: np.ndarr
     region = hot | anatomy
     assert np.abs(fused - brighter)[region].mean() < 0.5 * np.abs((mri + pet) / 2 - brighter)[region].mean(), \
         f"{method} is no closer to the brighter source than averaging"
+
+
+def check_keeps_anatomy_under_bright_function(method: str, mri: np.ndarray, pet: np.ndarray, **options) -> None:
+    """The floor pixel max fails: inside the head, a patch where the functional image is bright and flat
+    (0.7) and the MRI dimmer with fine structure (0.3 +- 0.1 stripes, 2 pixels wide). Pixel max shows the
+    flat PET there and loses the anatomy entirely (stripe amplitude 0); a fusion must keep at least a quarter
+    of the MRI's stripe amplitude (0.025). (Averaging keeps half of it: check_keeps_hot_spot_and_anatomy is
+    the floor averaging fails.)"""
+    mri, pet = mri.copy(), pet / pet.max() * 0.3
+    inside = ndi.uniform_filter((mri > 0.02).astype(float), 9) > 0.999
+    ys, xs = np.nonzero(inside)
+    cy, cx = int(ys.mean()), int(xs.mean())
+    patch = np.zeros(mri.shape, bool)
+    patch[cy - 6:cy + 6, cx - 6:cx + 6] = True
+    patch &= inside
+    yy, xx = np.mgrid[:mri.shape[0], :mri.shape[1]]
+    stripes = np.where((xx // 2) % 2 == 0, 1.0, -1.0)[patch]
+    mri[patch] = 0.3 + 0.1 * stripes
+    pet[patch] = 0.7
+    fused = mf.fuse([mri, pet], method=method, **options)
+
+    def amplitude(image):          # least-squares amplitude of the stripes in the patch
+        z = stripes - stripes.mean()
+        return float(((image[patch] - image[patch].mean()) * z).sum() / (z * z).sum())
+
+    assert amplitude(np.maximum(mri, pet)) == 0.0 and amplitude(mri) == pytest.approx(0.1)
+    assert amplitude(fused) > 0.025, f"{method} loses the anatomy under a bright functional region, as pixel max"

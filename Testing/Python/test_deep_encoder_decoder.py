@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import MedFusionLib as mf  # noqa: E402
-from fusion_checks import check_keeps_hot_spot_and_anatomy  # noqa: E402
+from fusion_checks import check_keeps_anatomy_under_bright_function, check_keeps_hot_spot_and_anatomy  # noqa: E402
 from MedFusionLib import FusionInputError
 from MedFusionLib.deep.networks_encoder_decoder import MCFNet, UNetFusionNet, pad_to_multiple
 from MedFusionLib.deep.recipes import RECIPES, TrainConfig, train
@@ -209,6 +209,8 @@ def test_output_depends_on_every_input_and_copies_none(method, slices):
 def test_keeps_the_hot_spot_and_the_anatomy(method, slices):
     # Averaging the sources (a network replaced by the mean) fails this; the shipped networks pass it.
     check_keeps_hot_spot_and_anatomy(method, slices["mri"][3], slices["pet"][3].copy(), **UNIT)
+    # Pixel max (a network replaced by np.maximum) fails this one.
+    check_keeps_anatomy_under_bright_function(method, slices["mri"][3], slices["pet"][3].copy(), **UNIT)
 
 
 @pytest.mark.parametrize("method", METHODS)

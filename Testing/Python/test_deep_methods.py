@@ -7,12 +7,12 @@ import sys
 
 import numpy as np
 import pytest
+import torch                      # a required dependency: imported, never skipped
 
-torch = pytest.importorskip("torch")
-
-import MedFusionLib as mf  # noqa: E402
-from MedFusionLib import FusionInputError, WeightsError  # noqa: E402
-from MedFusionLib.deep.weights import PACKAGE_WEIGHTS, TRAIN_COMMANDS, weights_meta  # noqa: E402
+import MedFusionLib as mf
+from fusion_checks import check_keeps_anatomy_under_bright_function, check_keeps_hot_spot_and_anatomy
+from MedFusionLib import FusionInputError, WeightsError
+from MedFusionLib.deep.weights import PACKAGE_WEIGHTS, TRAIN_COMMANDS, weights_meta
 
 LEARNED = ("cnn_weight_map", "dscnn", "ifcnn", "pmgi", "fusiondn", "u2fusion")
 
@@ -60,6 +60,15 @@ def test_output_depends_on_every_input(method, slices):
         diff = np.abs(mf.fuse(changed, method=method, **unit) - base)
         assert diff[10:22, 10:22].mean() > 0.01, f"{method} ignores input {k}"
         assert diff[30:, 30:].mean() < diff[10:22, 10:22].mean()    # and the change stays local
+
+
+@pytest.mark.parametrize("method", LEARNED)
+def test_behavioural_floor_that_averaging_and_pixel_max_fail(method, slices):
+    """A network replaced by the average of its inputs (weights still loaded) fails the hot-spot check; one
+    replaced by pixel max fails the anatomy-under-a-bright-region check (fusion_checks.py)."""
+    unit = dict(input_ranges=(0, 1), output_range="unit", device="cpu")
+    check_keeps_hot_spot_and_anatomy(method, slices["mri"][3], slices["pet"][3].copy(), **unit)
+    check_keeps_anatomy_under_bright_function(method, slices["mri"][3], slices["pet"][3].copy(), **unit)
 
 
 def test_ifcnn_rules_differ(slices):
