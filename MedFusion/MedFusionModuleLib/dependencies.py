@@ -13,8 +13,13 @@ only when the user asks, after a confirmation dialog that lists the packages:
    requirements can never make pip replace the build PyTorch Utils installed (without PyTorch, through
    ``slicer.packaging.pip_ensure`` where the Slicer version has it).
 
-The pure parts (parsing, version checks, the install plan) are tested with pytest; the steps that
-show dialogs or run pip need the Slicer application and are kept in :func:`ensureInstalled`.
+The panel asks first and only then shows a wait cursor, and runs one installation at a time
+(:class:`InstallSession`). The self-test never downloads PyTorch or MONAI in automated testing mode
+(:func:`selfTestPlan`): it installs only the light packages and skips the learned-method case.
+
+The pure parts (parsing, version checks, the install plan, the panel's install session, the self-test
+plan) are tested with pytest; the steps that show dialogs or run pip need the Slicer application and
+are kept in :func:`confirmInstall` and :func:`ensureInstalled`.
 """
 
 from __future__ import annotations
@@ -27,12 +32,16 @@ import logging
 import os
 import re
 import sys
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from dataclasses import dataclass
+from typing import Callable, ContextManager, Dict, List, Optional, Sequence, Tuple
 
 REQUIREMENTS_FILE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                                  "Resources", "requirements.txt")
 TORCH_REQUIREMENT = "torch>=2.1"
 TORCH_CPU_INDEX_URL = "https://download.pytorch.org/whl/cpu"
+#: Distributions only the learned methods need (PyTorch, and MONAI, which pulls PyTorch): gigabytes with
+#: a CUDA build, against tens of megabytes for the others (SciPy, PyWavelets, scikit-image).
+LEARNED_DISTRIBUTIONS = ("torch", "monai")
 
 _NAME = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*(\[[^\]]*\])?\s*(.*)$")
 
@@ -108,13 +117,57 @@ def isSatisfied(requirement: str, versionOf: Callable[[str], str] = importlib.me
         return _satisfiesFallback(version, specifier)
 
 
+def isLearnedRequirement(requirement: str) -> bool:
+    """Whether a requirement is one only the learned methods need (:data:`LEARNED_DISTRIBUTIONS`)."""
+    return requirementName(requirement).lower() in LEARNED_DISTRIBUTIONS
+
+
 def missingRequirements(requirements: Optional[Sequence[str]] = None, *, includeTorch: bool = True,
+                        learned: bool = True,
                         versionOf: Callable[[str], str] = importlib.metadata.version) -> List[str]:
-    """The requirements (of ``Resources/requirements.txt`` by default, plus PyTorch) not yet satisfied."""
+    """The requirements (of ``Resources/requirements.txt`` by default, plus PyTorch) not yet satisfied.
+
+    ``learned=False`` leaves out PyTorch and MONAI (:data:`LEARNED_DISTRIBUTIONS`): what the classical
+    methods, the metrics and the phantom need."""
     wanted = list(readRequirements() if requirements is None else requirements)
     if includeTorch and not any(requirementName(r).lower() == "torch" for r in wanted):
         wanted.insert(0, TORCH_REQUIREMENT)
+    if not learned:
+        wanted = [r for r in wanted if not isLearnedRequirement(r)]
     return [r for r in wanted if not isSatisfied(r, versionOf)]
+
+
+@dataclass(frozen=True)
+class SelfTestPlan:
+    """What the module's self-test installs and runs (see :func:`selfTestPlan`)."""
+
+    #: Ask before installing (a person pressed Reload and Test) or not (automated testing mode).
+    interactive: bool
+    #: Whether PyTorch and MONAI are installed by the self-test if missing.
+    installLearned: bool
+    #: Whether the learned-method case runs; when not, ``skipReason`` says why.
+    runLearned: bool
+    skipReason: str = ""
+
+
+def selfTestPlan(testing: bool, versionOf: Callable[[str], str] = importlib.metadata.version) -> SelfTestPlan:
+    """The self-test's install decisions.
+
+    In Slicer's automated testing mode (``slicer.app.testingEnabled()``: ctest, ``--testing``) nobody can
+    answer a dialog and nobody asked for gigabytes: only the light packages are installed (no dialog;
+    running the test is the request) and, when PyTorch or MONAI is missing, the learned-method case is
+    skipped with a message saying so. A person running *Reload and Test* gets the consent dialog for
+    everything missing, and the learned case runs."""
+    if not testing:
+        return SelfTestPlan(interactive=True, installLearned=True, runLearned=True)
+    missing = [r for r in missingRequirements(versionOf=versionOf) if isLearnedRequirement(r)]
+    if not missing:
+        return SelfTestPlan(interactive=False, installLearned=False, runLearned=True)
+    return SelfTestPlan(
+        interactive=False, installLearned=False, runLearned=False,
+        skipReason=(f"MedFusion self-test: learned-method case skipped: {', '.join(missing)} not installed. "
+                    "In testing mode the self-test does not download PyTorch or MONAI; install them with the "
+                    "module's Install dependencies button (or run the self-test interactively) to test it."))
 
 
 def installPlan(missing: Sequence[str], pyTorchUtilsAvailable: bool) -> List[Dict[str, object]]:
@@ -231,26 +284,84 @@ class DependenciesDeclined(RuntimeError):
     """The user declined to install the packages MedFusion needs."""
 
 
-def ensureInstalled(interactive: bool = True, requester: str = "MedFusion") -> List[str]:
+class InstallSession:
+    """The panel's installation state: one installation at a time, consent asked before the wait cursor.
+
+    ``setButtonEnabled(bool)`` enables or disables the Install button. :meth:`run` disables it for the
+    whole installation (pip lets Qt process events while it runs, so the button could otherwise be
+    pressed again and start a second, nested installation) and enables it again however the installation
+    ends. The question is asked before the wait cursor is shown: a dialog under a busy cursor looks as if
+    Slicer were hung."""
+
+    INSTALLED = "installed"
+    DECLINED = "declined"
+    ALREADY_RUNNING = "already running"
+
+    def __init__(self, setButtonEnabled: Callable[[bool], None]):
+        self._setButtonEnabled = setButtonEnabled
+        self.running = False
+
+    def run(self, ask: Callable[[], bool], install: Callable[[], object], busy: Callable[[], ContextManager],
+            refresh: Callable[[], None]) -> str:
+        """Ask, then install under ``busy()`` (the wait cursor), then ``refresh()`` the panel.
+
+        Returns :attr:`INSTALLED`, :attr:`DECLINED` (nothing installed) or :attr:`ALREADY_RUNNING` (a
+        second press while installing: nothing asked, nothing done). ``refresh`` (method list, help text,
+        the Dependencies section) runs after every installation attempt, also a failed one, since some
+        packages may have been installed; an exception of ``install`` is raised again after it, outside
+        the wait cursor, so that the caller's error dialog is not shown under it either."""
+        if self.running:
+            return self.ALREADY_RUNNING
+        self.running = True
+        self._setButtonEnabled(False)
+        try:
+            if not ask():
+                return self.DECLINED
+            try:
+                with busy():
+                    install()
+            finally:
+                refresh()
+            return self.INSTALLED
+        finally:
+            self.running = False
+            self._setButtonEnabled(True)
+
+
+def confirmInstall(requester: str = "MedFusion", learned: bool = True) -> bool:
+    """Ask the user (a Slicer dialog listing every package) whether to install what is missing.
+
+    True when nothing is missing or the user pressed OK. Slicer only."""
+    import slicer
+
+    missing = missingRequirements(learned=learned)
+    if not missing:
+        return True
+    steps = installPlan(missing, _pyTorchUtilsLogic() is not None)
+    return bool(slicer.util.confirmOkCancelDisplay(
+        "MedFusion needs Python packages that are not installed yet. Install them now? This can take "
+        "several minutes and downloads from the Python Package Index.",
+        windowTitle=f"{requester}: install dependencies", detailedText=describePlan(steps)))
+
+
+def ensureInstalled(interactive: bool = True, requester: str = "MedFusion", learned: bool = True) -> List[str]:
     """Install whatever of PyTorch and ``Resources/requirements.txt`` is missing (Slicer only).
 
-    With ``interactive`` the user confirms first (one dialog listing everything); without it (batch
-    mode with ``--install-dependencies``, self-test) the caller has already obtained consent. Returns the
+    With ``interactive`` the user confirms first (:func:`confirmInstall`: one dialog listing everything);
+    without it (the panel after its own question, batch mode with ``--install-dependencies``, self-test)
+    the caller has already obtained consent. ``learned=False`` leaves PyTorch and MONAI out. Returns the
     requirements that were missing. Raises :class:`DependenciesDeclined` when the user says no, and
     ``RuntimeError`` when something is still missing afterwards.
     """
     import slicer
 
-    missing = missingRequirements()
+    missing = missingRequirements(learned=learned)
     if not missing:
         return []
+    if interactive and not confirmInstall(requester, learned):
+        raise DependenciesDeclined("installation of MedFusion's Python dependencies was declined")
     torchUtils = _pyTorchUtilsLogic()
     steps = installPlan(missing, torchUtils is not None)
-    if interactive and not slicer.util.confirmOkCancelDisplay(
-            "MedFusion needs Python packages that are not installed yet. Install them now? This can take "
-            "several minutes and downloads from the Python Package Index.",
-            windowTitle=f"{requester}: install dependencies", detailedText=describePlan(steps)):
-        raise DependenciesDeclined("installation of MedFusion's Python dependencies was declined")
     for step in steps:
         if step["kind"] == "pytorchutils":
             # Consent was given above; the version bound of TORCH_REQUIREMENT goes to PyTorch Utils.
@@ -272,14 +383,14 @@ def ensureInstalled(interactive: bool = True, requester: str = "MedFusion") -> L
                 os.remove(handle.name)
         else:
             ensure, load = _pipEnsure()
-            if ensure is not None and load is not None:
+            if ensure is not None and load is not None and learned:
                 # Consent was given above; pip_ensure would otherwise ask a second time.
                 _callWithSupported(ensure, load(REQUIREMENTS_FILE), requester=requester, prompt_install=False,
                                    skip_in_testing=False)
             else:
                 slicer.util.pip_install(list(step["requirements"]))
     importlib.invalidate_caches()
-    still = missingRequirements()
+    still = missingRequirements(learned=learned)
     if still:
         raise RuntimeError(f"still missing after installation: {', '.join(still)}")
     logging.info("MedFusion: installed %s", ", ".join(missing))

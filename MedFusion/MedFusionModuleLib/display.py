@@ -1,4 +1,4 @@
-"""Result display with MRML only: colour nodes, slice composite nodes, table nodes.
+"""Result display with MRML only: colour nodes, slice composite nodes, layouts, table nodes.
 
 Everything here works on the scene the nodes belong to, through MRML classes, so it is the same in the
 Slicer application (``slicer.mrmlScene``), in batch mode and in a ``slicer-core`` scene under pytest.
@@ -8,7 +8,8 @@ Only fitting the slice views to the new volume needs the application; ``MedFusio
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from xml.sax.saxutils import escape, quoteattr
 
 import vtk
 
@@ -196,6 +197,138 @@ def setupResultDisplay(output, functional=None, colourMap: Optional[str] = None,
             info["overlayColourNodeID"] = setVolumeColourMap(overlay, colourMap or "pet")
     info["sliceViews"] = showInSliceViews(output, overlay, overlayOpacity)
     return info
+
+
+# --- side-by-side comparison (Slicer's Compare Volumes conventions) -------------------------------------
+#: ID of the comparison layout, registered in the layout node like Compare Volumes' layouts (any ID
+#: unused by Slicer's own layouts, which end well below 1000, and distinct from the shared "user view").
+COMPARE_LAYOUT_ID = 2701
+#: Layout names of the comparison's slice views: MedFusionCompare1, MedFusionCompare2, ...
+COMPARE_VIEW_PREFIX = "MedFusionCompare"
+# View colours of the slice controller bars (Slicer's GenericColors 1..6, as Compare Volumes picks them).
+_COMPARE_VIEW_COLOURS = ("#80AE80", "#F1D691", "#B17A65", "#6FB8D2", "#D8654F", "#DD82A0")
+
+
+def compareLayoutDescription(viewNames: Sequence[str], labels: Sequence[str], orientation: str = "Axial") -> str:
+    """Layout XML of one row of slice views, one per name, as Compare Volumes writes it."""
+    if not viewNames or len(viewNames) != len(labels):
+        raise ValueError(f"need one label per view name; got {len(viewNames)} names and {len(labels)} labels")
+    items = []
+    for index, (name, label) in enumerate(zip(viewNames, labels)):
+        colour = _COMPARE_VIEW_COLOURS[index % len(_COMPARE_VIEW_COLOURS)]
+        items.append(
+            f' <item><view class="vtkMRMLSliceNode" singletontag={quoteattr(name)}>'
+            f'<property name="orientation" action="default">{escape(orientation)}</property>'
+            f'<property name="viewlabel" action="default">{escape(label)}</property>'
+            f'<property name="viewcolor" action="default">{colour}</property></view></item>')
+    return '<layout type="horizontal">\n' + "\n".join(items) + "\n</layout>"
+
+
+def _layoutNode(scene, layoutNode=None):
+    """The scene's layout node (the application has one), or a new one (batch mode, bare scenes)."""
+    if layoutNode is not None:
+        return layoutNode
+    existing = _nodesByClass(scene, "vtkMRMLLayoutNode")
+    return existing[0] if existing else scene.AddNewNodeByClass("vtkMRMLLayoutNode")
+
+
+def _sliceViewNodes(scene, name: str, label: str, colour: str):
+    """The slice node and slice composite node of the view ``name``: the ones the application's layout
+    and slice logics made for it, else new ones (named and tagged as the application would)."""
+    import slicer
+
+    sliceNode = scene.GetSingletonNode(name, "vtkMRMLSliceNode")
+    if sliceNode is None:
+        sliceNode = scene.CreateNodeByClass("vtkMRMLSliceNode")   # the scene's default: orientation presets
+        sliceNode.UnRegister(None)
+        sliceNode.SetName(name)
+        sliceNode.SetLayoutName(name)
+        sliceNode.SetLayoutLabel(label)
+        sliceNode.SetLayoutColor(*(int(colour[k:k + 2], 16) / 255.0 for k in (1, 3, 5)))
+        sliceNode = scene.AddNode(sliceNode)
+    composite = slicer.vtkMRMLSliceLogic.GetSliceCompositeNode(sliceNode)
+    if composite is None:
+        composite = scene.CreateNodeByClass("vtkMRMLSliceCompositeNode")
+        composite.UnRegister(None)
+        composite.SetLayoutName(name)
+        composite = scene.AddNode(composite)
+    return sliceNode, composite
+
+
+def showSideBySide(views: Sequence[Tuple[str, Any, Any]], *, foregroundOpacity: float = 0.5,
+                   orientation: str = "Axial", layoutNode=None) -> Dict[str, Any]:
+    """Show volumes side by side in linked slice views, following Slicer's Compare Volumes module.
+
+    A one-row layout with one slice view per entry is registered in the layout node under
+    :data:`COMPARE_LAYOUT_ID` and made current; each view's composite node gets its background and
+    foreground volume (foreground at ``foregroundOpacity``; no label layer) and linked control, so that
+    scrolling, panning and zooming one view moves the others. Only view, layout and composite nodes
+    change, never a volume or its display.
+
+    Parameters
+    ----------
+    views : sequence of (label, background, foreground)
+        One entry per view, left to right: the view label shown in its controller bar, the background
+        volume node and an optional foreground volume node (None: no foreground).
+    foregroundOpacity : float
+        Opacity of the foreground layers (0..1).
+    orientation : str
+        Slice orientation of every view (``'Axial'``, ``'Sagittal'``, ``'Coronal'``).
+    layoutNode : vtkMRMLLayoutNode, optional
+        Default: the scene's layout node (created in a scene without one).
+
+    Returns
+    -------
+    dict
+        ``layoutNode``, ``previousViewArrangement`` (to switch back), ``viewNames`` and ``views``: view
+        name to ``{"label", "background", "foreground"}`` (volume node IDs, None for no foreground).
+    """
+    views = list(views)
+    if len(views) < 2:
+        raise ValueError(f"a side-by-side comparison needs at least two views; got {len(views)}")
+    scene = None
+    for label, background, foreground in views:
+        if background is None or not background.IsA("vtkMRMLVolumeNode"):
+            raise ValueError(f"view {label!r}: the background must be a volume node; got {background!r}")
+        if foreground is not None and not foreground.IsA("vtkMRMLVolumeNode"):
+            raise ValueError(f"view {label!r}: the foreground must be a volume node or None; got {foreground!r}")
+        for node in (background, foreground):
+            if node is not None:
+                if node.GetScene() is None or (scene is not None and node.GetScene() is not scene):
+                    raise ValueError(f"view {label!r}: {node.GetName()!r} is not in the scene of the other volumes")
+                scene = node.GetScene()
+    opacity = min(max(float(foregroundOpacity), 0.0), 1.0)
+    names = [f"{COMPARE_VIEW_PREFIX}{index + 1}" for index in range(len(views))]
+    labels = [label for label, _, _ in views]
+    layout = _layoutNode(scene, layoutNode)
+    description = compareLayoutDescription(names, labels, orientation)
+    previous = layout.GetViewArrangement()
+    if layout.IsLayoutDescription(COMPARE_LAYOUT_ID):
+        layout.SetLayoutDescription(COMPARE_LAYOUT_ID, description)
+    else:
+        layout.AddLayoutDescription(COMPARE_LAYOUT_ID, description)
+    # In the application the layout logic creates the views' slice nodes here, and the layout manager
+    # the slice widgets whose logics create the composite nodes; _sliceViewNodes finds them.
+    layout.SetViewArrangement(COMPARE_LAYOUT_ID)
+    shown: Dict[str, Dict[str, Optional[str]]] = {}
+    for index, (name, (label, background, foreground)) in enumerate(zip(names, views)):
+        colour = _COMPARE_VIEW_COLOURS[index % len(_COMPARE_VIEW_COLOURS)]
+        sliceNode, composite = _sliceViewNodes(scene, name, label, colour)
+        if sliceNode.HasSliceOrientationPreset(orientation):
+            sliceNode.SetOrientation(orientation)
+        was = composite.StartModify()
+        try:
+            composite.SetBackgroundVolumeID(background.GetID())
+            composite.SetForegroundVolumeID(foreground.GetID() if foreground is not None else None)
+            if foreground is not None:
+                composite.SetForegroundOpacity(opacity)
+            composite.SetLabelVolumeID(None)
+            composite.SetLinkedControl(True)
+        finally:
+            composite.EndModify(was)
+        shown[name] = {"label": label, "background": background.GetID(),
+                       "foreground": foreground.GetID() if foreground is not None else None}
+    return {"layoutNode": layout, "previousViewArrangement": previous, "viewNames": names, "views": shown}
 
 
 # --- tables --------------------------------------------------------------------------------------------

@@ -428,6 +428,49 @@ class MedFusionLogicBase:
                                           showOverlay=showOverlay, overlayOpacity=overlayOpacity,
                                           reference=reference, keepUserColourMap=keepUserColourMap)
 
+    # --- side-by-side comparison of inputs and result -----------------------------------------------
+    @staticmethod
+    def checkSideBySide(referenceVolume, otherVolumes: Sequence, fusedVolume) -> Optional[str]:
+        """Why the inputs and the fused volume cannot be shown side by side, or None when they can."""
+        if referenceVolume is None:
+            return "Select the anatomical reference volume."
+        others = [n for n in (otherVolumes or []) if n is not None]
+        if not others:
+            return "Select at least one further input volume (the functional input)."
+        if fusedVolume is None or fusedVolume.GetImageData() is None:
+            return "Apply first (or select a fused volume): there is no fused volume to compare with the inputs."
+        if fusedVolume.GetID() in {n.GetID() for n in [referenceVolume] + others}:
+            return f"The fused volume {_name(fusedVolume)} is one of the inputs; select the fusion result."
+        return None
+
+    @staticmethod
+    def sideBySideViews(referenceVolume, otherVolumes: Sequence, fusedVolume, *,
+                        overlayFunctional: bool = False) -> List[Tuple[str, Any, Any]]:
+        """The views of :meth:`showSideBySide`: ``(label, background, foreground)`` per view, left to right.
+
+        One view per input, labelled 1, 2, ... in fusion order (reference first, the functional input
+        last), and one for the fused volume, labelled F (the slice views' corner annotations name the
+        volumes). With ``overlayFunctional`` the functional input's view shows it over the reference
+        (what a reader would otherwise compare the fusion with)."""
+        inputs = [referenceVolume] + [n for n in otherVolumes if n is not None]
+        views: List[Tuple[str, Any, Any]] = [(str(k + 1), node, None) for k, node in enumerate(inputs)]
+        if overlayFunctional:
+            views[-1] = (views[-1][0], referenceVolume, inputs[-1])
+        views.append(("F", fusedVolume, None))
+        return views
+
+    def showSideBySide(self, referenceVolume, otherVolumes: Sequence, fusedVolume, *, overlayFunctional: bool = False,
+                       overlayOpacity: float = 0.5, orientation: str = "Axial", layoutNode=None) -> Dict[str, Any]:
+        """Show every input and the fused volume side by side in linked slice views (the panel's
+        *Compare side by side*; see :func:`MedFusionModuleLib.display.showSideBySide`). Raises
+        ``MedFusionLib.FusionInputError`` with :meth:`checkSideBySide`'s reason when it cannot."""
+        reason = self.checkSideBySide(referenceVolume, otherVolumes, fusedVolume)
+        if reason is not None:
+            raise library().FusionInputError(reason)
+        views = self.sideBySideViews(referenceVolume, otherVolumes, fusedVolume, overlayFunctional=overlayFunctional)
+        return display.showSideBySide(views, foregroundOpacity=overlayOpacity, orientation=orientation,
+                                      layoutNode=layoutNode)
+
     # --- metrics ---------------------------------------------------------------------------------------
     @staticmethod
     def metricsConvention(sliceAxis=0) -> str:
