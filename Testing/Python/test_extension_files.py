@@ -174,7 +174,7 @@ def _interpreters():
 
 
 PYTHON_FILES = [MODULE_PY, os.path.join(ROOT, "MedFusion", "Resources", "Scripts", "fuse_batch.py"),
-                os.path.join(ROOT, "docs", "make_icon.py")] + sorted(glob.glob(os.path.join(MODULE_DIR, "MedFusionModuleLib", "*.py")))
+                os.path.join(ROOT, "docs", "make_icon.py"), os.path.join(ROOT, "docs", "make_screenshot.py")] + sorted(glob.glob(os.path.join(MODULE_DIR, "MedFusionModuleLib", "*.py")))
 
 
 def test_module_code_parses_with_the_python_3_10_grammar():
@@ -350,7 +350,8 @@ def test_module_cmake_lists_every_module_file():
     on_disk = {"MedFusion.py"} | {os.path.relpath(p, MODULE_DIR).replace(os.sep, "/")
                                   for p in glob.glob(os.path.join(MODULE_DIR, "MedFusionModuleLib", "*.py"))}
     assert set(scripts) == on_disk
-    assert set(resources) == {"Resources/Icons/MedFusion.png", "Resources/UI/MedFusion.ui", "Resources/requirements.txt",
+    assert set(resources) == {"Resources/Icons/MedFusion.png", "Resources/Icons/MedFusionHeadPhantom.png",
+                              "Resources/UI/MedFusion.ui", "Resources/requirements.txt",
                               "Resources/Scripts/fuse_batch.py"}      # the batch script is installed with the module
     for path in scripts + resources:
         assert os.path.isfile(os.path.join(MODULE_DIR, path)), path
@@ -461,3 +462,22 @@ def test_metrics_section_opens_after_apply_and_compare():
         function = next(f for f in widget.body if isinstance(f, ast.FunctionDef) and f.name == name)
         assert "self.ui.resultsCollapsibleButton.collapsed = False" in ast.unparse(function), name
     assert "resultsCollapsibleButton" in _read(UI_FILE)
+
+
+# --- issue 10: first use ------------------------------------------------------------------------------------
+def test_screenshot_named_in_cmake_is_a_png_in_the_repository():
+    code = _cmake("CMakeLists.txt")
+    urls = re.search(r'set\s*\(EXTENSION_SCREENSHOTURLS\s*"([^"]+)"\)', code, re.I).group(1).split()
+    prefix = "https://raw.githubusercontent.com/medfusion/SlicerMedFusion/main/"
+    for url in urls:
+        assert url.startswith(prefix), url
+        path = os.path.join(ROOT, *url[len(prefix):].split("/"))
+        assert os.path.isfile(path), f"EXTENSION_SCREENSHOTURLS names {url}, but {path} does not exist"
+        width, height = _png_size(path)
+        assert width >= 600 and height >= 200
+        from PIL import Image
+
+        with Image.open(path) as image:
+            image.verify()                      # a complete, uncorrupted PNG
+    # Named for what it is (slice views of a fusion), not a panel capture it is not.
+    assert all("panel" not in url.lower() for url in urls)

@@ -409,3 +409,45 @@ def test_layout_description_escapes_labels():
     assert {p.text for p in root.iter("property") if p.get("name") == "orientation"} == {"Coronal"}
     with pytest.raises(ValueError, match="one label per view"):
         display.compareLayoutDescription(["A1"], ["1", "2"])
+
+
+# --- item 1: the screenshot -----------------------------------------------------------------------------------
+def _make_screenshot():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("make_screenshot", os.path.join(ROOT, "docs", "make_screenshot.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_screenshot_is_the_slice_logic_rendering_of_a_real_fusion(slicer):
+    from PIL import Image
+
+    make = _make_screenshot()
+    rendered = make.render_views()
+    views = rendered["views"]
+    scene, comparison = rendered["scene"], rendered["comparison"]
+    assert [(label, name) for label, name, _ in views] == [
+        ("1", "MedFusion phantom MRI"), ("2", "MedFusion phantom PET"), ("F", "MedFusion phantom MRI fused (max_detail)")]
+    assert comparison["views"]["MedFusionCompare3"]["background"] == rendered["fused"].GetID()
+    assert rendered["fused"].IsA("vtkMRMLVectorVolumeNode")          # colour fusion
+    mri, pet, fused = (v[2].astype(int) for v in views)
+    assert (np.ptp(mri, axis=2) == 0).all() and mri.max() > 200      # grey MRI, window/levelled
+    hot = (pet[..., 0] > 200) & (pet[..., 2] < 150)                   # the pet map's hot spots
+    assert hot.sum() > 100 and (np.ptp(pet, axis=2) > 50).sum() > 1000
+    assert (np.ptp(fused, axis=2) > 50).sum() > 1000 and ((fused[..., 0] > 200) & (fused[..., 1] > 200)).sum() > 100
+    assert (fused.max(axis=2) < 20).mean() > 0.2                       # air stays dark
+    # The committed picture is exactly this rendering (regenerate with python docs/make_screenshot.py).
+    with Image.open(make.SCREENSHOT) as image:
+        picture = np.asarray(image.convert("RGB"))
+    assert picture.shape == (make.BAR_HEIGHT + make.VIEW_SIZE + make.CAPTION_HEIGHT + 2 * make.GAP,
+                             3 * make.VIEW_SIZE + 4 * make.GAP, 3)
+    top = make.GAP + make.BAR_HEIGHT
+    for index, (_, _, pixels) in enumerate(views):
+        left = make.GAP + index * (make.VIEW_SIZE + make.GAP)
+        np.testing.assert_array_equal(picture[top:top + make.VIEW_SIZE, left:left + make.VIEW_SIZE], pixels)
+    with Image.open(make.THUMBNAIL) as image:
+        thumb = np.asarray(image.convert("RGB")).astype(int)
+    drawn = np.asarray(make.thumbnail(views)).astype(int)
+    assert thumb.shape == (128, 128, 3) and np.abs(thumb - drawn).mean() < 1.0
