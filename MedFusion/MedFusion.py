@@ -15,6 +15,7 @@ uses ``slicer.parameterNodeWrapper`` with ``Choice``/``WithinRange``, available 
 """
 
 import logging
+import os
 import traceback
 from typing import Annotated, Callable, Dict, List, Optional
 
@@ -42,7 +43,10 @@ dependencies.ensureLibraryImportable()
 
 
 def _registeredMethods():
-    """``MedFusionLib.methods()`` when the library and its dependencies import, else None (no install)."""
+    """``MedFusionLib.methods()`` when the library and its dependencies import, else None (no install).
+
+    Called by the panel only (its set-up and after an installation), never at Slicer start-up: importing
+    the library there would slow every start of Slicer, also for users who never open MedFusion."""
     if dependencies.missingRequirements(includeTorch=False):
         return None
     try:
@@ -60,7 +64,7 @@ def _registeredMethods():
 
 
 class MedFusion(ScriptedLoadableModule):
-    """Module description: title, category, contributors, help (built from the method registry)."""
+    """Module description: title, category, contributors, help (its method list is added by the panel)."""
 
     def __init__(self, parent):
         ScriptedLoadableModule.__init__(self, parent)
@@ -74,14 +78,37 @@ class MedFusion(ScriptedLoadableModule):
             "the documentation. Colour fusion follows ITU-R BT.601 (YCbCr) and Tu et al. 2001 (IHS); the "
             "quality metrics follow the CDDFuse evaluator (Zhao et al., CVPR 2023) and Liu et al., TPAMI 2012. "
             "Built on 3D Slicer, NumPy, SciPy, PyWavelets, scikit-image, MONAI and PyTorch.")
-        # The method list needs the library's dependencies: build it after start-up, without delaying it.
-        slicer.app.connect("startupCompleted()", self.updateHelpText)
+        # Start-up stays cheap: only the Sample Data entry is registered (nothing imported or computed).
+        # The help's method list is built when the panel is first opened (MedFusionWidget._loadLibrary);
+        # Slicer creates the panel before it reads the help text, so the first help shown is complete.
+        slicer.app.connect("startupCompleted()", registerSampleData)
 
-    def updateHelpText(self):
-        registry = _registeredMethods()
-        if registry is not None:
-            specs, families = registry
-            self.parent.helpText = _(options.helpText(specs, families))
+
+def registerSampleData():
+    """Add the built-in phantom to Slicer's Sample Data module (section MedFusion), as Slicer's module
+    template registers sample data. Cheap: the volumes are computed only when the entry is clicked."""
+    try:
+        import SampleData
+    except ImportError:   # Sample Data module disabled: nothing to register with
+        logging.debug("MedFusion: SampleData module not available; phantom not registered")
+        return
+    from MedFusionModuleLib import sampledata
+
+    iconsPath = os.path.join(os.path.dirname(__file__), "Resources", "Icons")
+    SampleData.SampleDataLogic.registerCustomSampleDataSource(
+        **sampledata.sampleDataSource(iconsPath, loadPhantomSampleData))
+
+
+def loadPhantomSampleData(source=None):
+    """Sample Data's loader for the phantom: compute MRI, PET and CT into the scene and show MRI with PET
+    over it (NumPy and SciPy only: works before MedFusion's other dependencies are installed)."""
+    from MedFusionModuleLib import sampledata
+
+    with slicer.util.WaitCursor():
+        volumes = sampledata.loadHeadPhantom(slicer.mrmlScene)
+    slicer.util.setSliceViewerLayers(background=volumes["MRI"], foreground=volumes["PET"], foregroundOpacity=0.4,
+                                     fit=True)
+    return list(volumes.values())
 
 
 #
@@ -142,6 +169,7 @@ class MedFusionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._libraryLoaded = False
         self._updatingGUI = False
         self._busy = False
+        self._installSession = None
         self._methodControls: Dict[str, tuple] = {}
         self._invalidControls: Dict[str, str] = {}
         self._controlsMethod: Optional[str] = None
@@ -154,6 +182,8 @@ class MedFusionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui = slicer.util.childWidgetVariables(uiWidget)
         uiWidget.setMRMLScene(slicer.mrmlScene)
         self.logic = MedFusionLogic()
+        self._installSession = dependencies.InstallSession(
+            lambda enabled: setattr(self.ui.installDependenciesButton, "enabled", enabled))
 
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
@@ -165,6 +195,7 @@ class MedFusionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.installDependenciesButton.connect("clicked(bool)", self.onInstallDependencies)
         self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
         self.ui.compareButton.connect("clicked(bool)", self.onCompareButton)
+        self.ui.sideBySideButton.connect("clicked(bool)", self.onSideBySideButton)
 
         self._loadLibrary()
         self.initializeParameterNode()
@@ -236,20 +267,32 @@ class MedFusionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 self.ui.compareMethodsListWidget.addItem(item)
         finally:
             self._updatingGUI = False
-        self.parent.helpText = options.helpText(specs, families)   # the panel's help shows the methods
+        self._setModuleHelpText(options.helpText(specs, families))
         return True
 
+    def _setModuleHelpText(self, text: str) -> None:
+        """Set the help of the module (not of this widget): Slicer's module panel shows the module's."""
+        module = slicer.util.getModule(self.moduleName)
+        if module is not None:
+            module.helpText = _(text)
+
     def onInstallDependencies(self) -> None:
+        # Ask first, then the wait cursor; the button stays disabled until the installation ends (pip lets
+        # Qt process events, so it could otherwise start a second installation inside the first).
         try:
-            with slicer.util.WaitCursor():
-                self.logic.ensureDependencies(interactive=True)
-        except dependencies.DependenciesDeclined:
-            slicer.util.showStatusMessage("MedFusion: installation declined; nothing was installed.", 5000)
-            return
+            outcome = self._installSession.run(
+                ask=dependencies.confirmInstall,
+                install=lambda: self.logic.ensureDependencies(interactive=False),   # consent just given
+                busy=slicer.util.WaitCursor, refresh=self._refreshAfterInstall)
         except Exception as error:
             slicer.util.errorDisplay(f"Installing MedFusion's dependencies failed: {error}",
                                      detailedText=traceback.format_exc())
             return
+        if outcome == dependencies.InstallSession.DECLINED:
+            slicer.util.showStatusMessage("MedFusion: installation declined; nothing was installed.", 5000)
+
+    def _refreshAfterInstall(self) -> None:
+        """Method list, help text and Dependencies section after an installation (also a failed one)."""
         if self._loadLibrary():
             self.updateGUIFromParameterNode()
 
@@ -444,6 +487,11 @@ class MedFusionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             compareReason = self.logic.checkVolumes(*self._inputs())
         self.ui.compareButton.enabled = compareReason is None
         self.ui.compareButton.toolTip = compareReason or "Run the checked methods and fill one metrics table."
+        sideBySideReason = self._whyNot(None) if not self._libraryLoaded or self._busy else \
+            self.logic.checkSideBySide(*self._inputs(), self._parameterNode.outputVolume)
+        self.ui.sideBySideButton.enabled = sideBySideReason is None
+        self.ui.sideBySideButton.toolTip = sideBySideReason or \
+            "Show each input and the fused volume side by side in linked slice views."
 
     # --- running -----------------------------------------------------------------------------------------
     def _run(self, title: str, work: Callable):
@@ -509,6 +557,18 @@ class MedFusionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         slicer.util.showStatusMessage(
             f"MedFusion: {result.method} done in {result.seconds:.1f} s -> {result.outputVolume.GetName()}", 5000)
 
+    def onSideBySideButton(self) -> None:
+        node = self._parameterNode
+        reference, others = self._inputs()
+        try:
+            self.logic.showSideBySide(reference, others, node.outputVolume, overlayFunctional=node.showOverlay,
+                                      overlayOpacity=node.overlayOpacity)
+        except Exception as error:
+            slicer.util.errorDisplay(f"Compare side by side failed: {error}", windowTitle="MedFusion")
+            return
+        slicer.app.processEvents()        # let the layout manager create the new slice views
+        slicer.util.resetSliceViews()     # fit them to their volumes
+
     def onCompareButton(self) -> None:
         node = self._parameterNode
         reference, others = self._inputs()
@@ -563,7 +623,12 @@ class MedFusionLogic(ScriptedLoadableModuleLogic, MedFusionLogicBase):
 
 
 class MedFusionTest(ScriptedLoadableModuleTest):
-    """Self-test on synthetic volumes (no download): classical and learned methods, grey and colour."""
+    """Self-test on synthetic volumes: classical and learned methods, grey and colour, side-by-side views.
+
+    In automated testing mode it installs only the light packages and, without PyTorch or MONAI, skips
+    the learned case with a message instead of downloading gigabytes (``dependencies.selfTestPlan``)."""
+
+    plan = None
 
     def setUp(self):
         slicer.mrmlScene.Clear()
@@ -580,8 +645,11 @@ class MedFusionTest(ScriptedLoadableModuleTest):
 
     def _prepare(self):
         logic = MedFusionLogic()
-        # Running the self-test is the request to install what it needs (no dialog in testing mode).
-        logic.ensureDependencies(interactive=not slicer.app.testingEnabled())
+        if self.plan is None:
+            self.plan = dependencies.selfTestPlan(testing=slicer.app.testingEnabled())
+        # Running the self-test is the request to install what it needs (no dialog in testing mode, and
+        # then nothing of the learned methods' gigabytes).
+        dependencies.ensureInstalled(interactive=self.plan.interactive, learned=self.plan.installLearned)
         from MedFusionModuleLib import sampledata
 
         return logic, sampledata.phantomVolumes(slicer.mrmlScene, (24, 64, 64), seed=0)
@@ -604,6 +672,14 @@ class MedFusionTest(ScriptedLoadableModuleTest):
         if layoutManager is not None:
             composite = layoutManager.sliceWidget("Red").mrmlSliceCompositeNode()
             self.assertEqual(composite.GetBackgroundVolumeID(), result.outputVolume.GetID())
+            # Side by side: the application's own slice widgets show the inputs and the result, linked.
+            comparison = logic.showSideBySide(volumes["MRI"], [volumes["PET"]], result.outputVolume)
+            slicer.app.processEvents()
+            for name in comparison["viewNames"]:
+                shown = layoutManager.sliceWidget(name).mrmlSliceCompositeNode()
+                self.assertEqual(shown.GetBackgroundVolumeID(), comparison["views"][name]["background"])
+                self.assertTrue(shown.GetLinkedControl())
+            layoutManager.setLayout(slicer.vtkMRMLLayoutNode.SlicerLayoutConventionalView)
         self.delayDisplay("Classical fusion passed")
 
     def test_MedFusionThreeInputsAndCompare(self):
@@ -620,6 +696,10 @@ class MedFusionTest(ScriptedLoadableModuleTest):
 
     def test_MedFusionLearned(self):
         logic, volumes = self._prepare()
+        if not self.plan.runLearned:
+            logging.warning(self.plan.skipReason)
+            self.delayDisplay(self.plan.skipReason)
+            return
         learned = logic.learnedMethods()
         # MedFusionLib ships learned methods with their weights: none registered is a broken install.
         self.assertTrue(learned, f"no method of family '{options.LEARNED_FAMILY}' is registered")

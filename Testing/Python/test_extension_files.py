@@ -481,3 +481,140 @@ def test_screenshot_named_in_cmake_is_a_png_in_the_repository():
             image.verify()                      # a complete, uncorrupted PNG
     # Named for what it is (slice views of a fusion), not a panel capture it is not.
     assert all("panel" not in url.lower() for url in urls)
+
+
+def _functions(tree):
+    """Module-level functions and methods of the module class, by name."""
+    found = {n.name: n for n in tree.body if isinstance(n, ast.FunctionDef)}
+    for method in _class(tree, "MedFusion").body:
+        if isinstance(method, ast.FunctionDef):
+            found[f"MedFusion.{method.name}"] = method
+    return found
+
+
+def _startup_code(tree):
+    """What runs when Slicer starts: module-level statements, MedFusion.__init__ and everything connected
+    to startupCompleted(), with every function of MedFusion.py they call (transitively)."""
+    functions = _functions(tree)
+    reached, todo = [], [n for n in tree.body if not isinstance(n, (ast.FunctionDef, ast.ClassDef))]
+    todo.append(functions["MedFusion.__init__"])
+    seen = set()
+    while todo:
+        node = todo.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        reached.append(node)
+        for inner in ast.walk(node):
+            if isinstance(inner, ast.Call):
+                name = ast.unparse(inner.func)
+                targets = [name, name.replace("self.", "MedFusion.")]
+                if name.endswith(".connect") and inner.args and ast.literal_eval(inner.args[0]) == "startupCompleted()":
+                    targets.append(ast.unparse(inner.args[1]).replace("self.", "MedFusion."))
+                todo += [functions[t] for t in targets if t in functions]
+    return reached
+
+
+def test_slicer_start_up_imports_nothing_of_the_library():
+    tree = _module_ast()
+    reached = _startup_code(tree)
+    names = {getattr(n, "name", None) for n in reached}
+    assert {"__init__", "registerSampleData"} <= names      # the hook is followed
+    assert "_registeredMethods" not in names and "_loadLibrary" not in names
+    for node in reached:
+        for inner in ast.walk(node):
+            if isinstance(inner, ast.Import):
+                modules = [a.name for a in inner.names]
+            elif isinstance(inner, ast.ImportFrom):
+                modules = [inner.module or ""]
+            else:
+                continue
+            assert not [m for m in modules if m.split(".")[0] in HEAVY], (getattr(node, "name", "<module>"), modules)
+    # The hook registers the sample data only; the method list is built by the panel's set-up, which
+    # gives the module (not the widget) the full help text.
+    widget = _class(tree, "MedFusionWidget")
+    methods = {f.name: f for f in widget.body if isinstance(f, ast.FunctionDef)}
+    assert "self._loadLibrary()" in ast.unparse(methods["setup"])
+    load = ast.unparse(methods["_loadLibrary"])
+    assert "_registeredMethods()" in load and "self._setModuleHelpText(options.helpText(specs, families))" in load
+    setter = ast.unparse(methods["_setModuleHelpText"])
+    assert "slicer.util.getModule(self.moduleName)" in setter and "module.helpText = _(text)" in setter
+    assert "self.parent.helpText" not in ast.unparse(widget)      # the widget's parent is not the module
+
+
+def test_install_button_asks_first_and_cannot_nest():
+    tree = _module_ast()
+    widget = _class(tree, "MedFusionWidget")
+    methods = {f.name: f for f in widget.body if isinstance(f, ast.FunctionDef)}
+    install = methods["onInstallDependencies"]
+    calls = [c for c in ast.walk(install) if isinstance(c, ast.Call) and ast.unparse(c.func) == "self._installSession.run"]
+    assert len(calls) == 1
+    keywords = {k.arg: ast.unparse(k.value) for k in calls[0].keywords}
+    assert keywords["ask"] == "dependencies.confirmInstall"
+    assert keywords["busy"] == "slicer.util.WaitCursor"
+    assert "interactive=False" in keywords["install"]              # the question was asked by the session
+    assert keywords["refresh"] == "self._refreshAfterInstall"
+    assert "self._loadLibrary()" in ast.unparse(methods["_refreshAfterInstall"])
+    # The session drives the Install button.
+    assert "InstallSession(lambda enabled: setattr(self.ui.installDependenciesButton, 'enabled', enabled))" in \
+        ast.unparse(methods["setup"])
+    # Nowhere does a dialog (or an installation that asks) run under the wait cursor.
+    for node in ast.walk(tree):
+        if isinstance(node, ast.With) and "WaitCursor" in ast.unparse(node.items[0].context_expr):
+            body = ast.unparse(node)
+            assert "confirm" not in body and "errorDisplay" not in body and "interactive=True" not in body
+            assert "ensureDependencies(interactive=False)" in body or "ensureDependencies" not in body
+
+
+# registerCustomSampleDataSource's keyword arguments (Slicer/Modules/Scripted/SampleData/SampleData.py).
+SAMPLE_DATA_KEYWORDS = {"category", "sampleName", "uris", "fileNames", "nodeNames", "customDownloader",
+                        "thumbnailFileName", "loadFileType", "loadFiles", "loadFileProperties", "checksums"}
+
+
+def test_phantom_is_registered_as_sample_data_at_start_up():
+    from MedFusionModuleLib import sampledata
+
+    tree = _module_ast()
+    functions = _functions(tree)
+    init = ast.unparse(functions["MedFusion.__init__"])
+    assert "slicer.app.connect('startupCompleted()', registerSampleData)" in init
+    register = ast.unparse(functions["registerSampleData"])
+    assert "SampleData.SampleDataLogic.registerCustomSampleDataSource(**sampledata.sampleDataSource(" in register
+    assert "loadPhantomSampleData" in register and "'Resources', 'Icons'" in register
+    loader = ast.unparse(functions["loadPhantomSampleData"])
+    assert "sampledata.loadHeadPhantom(slicer.mrmlScene)" in loader
+    arguments = sampledata.sampleDataSource(os.path.join(MODULE_DIR, "Resources", "Icons"), print)
+    assert set(arguments) <= SAMPLE_DATA_KEYWORDS
+    assert arguments["sampleName"] == "MedFusion head phantom: CT, MRI, PET"
+    # SampleDataSource needs equal lengths; nothing is downloaded for a computed data set.
+    assert arguments["uris"] == arguments["fileNames"] == arguments["nodeNames"] == []
+    assert arguments["customDownloader"] is print
+    assert _png_size(arguments["thumbnailFileName"]) == (128, 128)
+
+
+def test_side_by_side_button_is_wired():
+    assert "sideBySideButton" in _widgets(_ui())
+    tree = _module_ast()
+    widget = _class(tree, "MedFusionWidget")
+    methods = {f.name: ast.unparse(f) for f in widget.body if isinstance(f, ast.FunctionDef)}
+    assert "self.ui.sideBySideButton.connect('clicked(bool)', self.onSideBySideButton)" in methods["setup"]
+    assert "self.logic.checkSideBySide(" in methods["_checkCanApply"]
+    assert "self.ui.sideBySideButton.enabled = sideBySideReason is None" in methods["_checkCanApply"]
+    handler = methods["onSideBySideButton"]
+    assert "self.logic.showSideBySide(" in handler and "slicer.util.resetSliceViews()" in handler
+
+
+def test_self_test_skips_the_learned_case_instead_of_installing_pytorch():
+    tree = _module_ast()
+    test = _class(tree, "MedFusionTest")
+    methods = {f.name: ast.unparse(f) for f in test.body if isinstance(f, ast.FunctionDef)}
+    assert "dependencies.selfTestPlan(testing=slicer.app.testingEnabled())" in methods["_prepare"]
+    assert ("dependencies.ensureInstalled(interactive=self.plan.interactive, learned=self.plan.installLearned)"
+            in methods["_prepare"])
+    assert "ensureDependencies" not in methods["_prepare"]
+    learned = next(f for f in test.body if isinstance(f, ast.FunctionDef) and f.name == "test_MedFusionLearned")
+    guard = next(s for s in learned.body if isinstance(s, ast.If))
+    assert ast.unparse(guard.test) == "not self.plan.runLearned"
+    assert isinstance(guard.body[-1], ast.Return) and "self.plan.skipReason" in ast.unparse(guard)
+    # The guard comes before any learned method is looked up or run.
+    assert learned.body.index(guard) < min(i for i, s in enumerate(learned.body) if "learnedMethods" in ast.unparse(s))
