@@ -69,9 +69,12 @@ def helpText(specs: Optional[Iterable] = None, families: Iterable[str] = ()) -> 
         "<p>Pick the <b>anatomical reference</b> (its grid is the output grid; other inputs are resampled "
         "onto it through their transforms), a <b>functional input</b> and optionally more inputs, a method "
         "and its parameters, then <b>Apply</b>. Colour output shows the functional input through a colour "
-        "map (a vector volume). <b>Compare methods</b> fills one table with the quality metrics and run "
+        "map (a vector volume). <b>Compare side by side</b> shows each input and the fused volume in "
+        "linked slice views; <b>Compare methods</b> fills one table with the quality metrics and run "
         "time of several methods. The same logic runs from Python and in batch mode "
         "(<code>Slicer --no-main-window --python-script fuse_batch.py</code>).</p>",
+        "<p>No data at hand? The <i>Sample Data</i> module has a synthetic <b>MedFusion head phantom: CT, "
+        "MRI, PET</b> (computed, not downloaded; not patient data).</p>",
     ]
     if specs is None:
         parts.append("<p>The list of methods appears here once the module's Python dependencies are "

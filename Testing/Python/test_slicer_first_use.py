@@ -249,6 +249,17 @@ def test_sample_data_volumes_are_the_library_phantom(application_scene):
     assert logic.MedFusionLogicBase.defaultInputs(scene) == (volumes["MRI"], volumes["PET"])
 
 
+def test_help_text_names_the_sample_data_and_the_side_by_side_view():
+    import MedFusionLib
+    from MedFusionModuleLib import options, sampledata
+
+    lazy = options.helpText(MedFusionLib.methods(), MedFusionLib.FAMILIES)   # what the panel's set-up sets
+    for text in (options.helpText(None), lazy):                              # and the start-up text
+        assert sampledata.SAMPLE_NAME in text and "Sample Data" in text
+        assert "Compare side by side" in text and "Compare methods" in text
+    assert all(f"<b>{spec.name}</b>" in lazy for spec in MedFusionLib.methods())
+
+
 # --- beyond the list: inputs and result side by side --------------------------------------------------------
 def _layout_views(layout_node):
     """(singleton tag, orientation, label) of each view of the layout node's current layout."""
