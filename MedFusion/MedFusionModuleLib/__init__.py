@@ -11,10 +11,12 @@ in plain Python, and under pytest.
   control, and the method parameters stored in the parameter node;
 - :mod:`.logic`: :class:`~.logic.MedFusionLogicBase`, the module logic (fusion through the library's
   bridge, input checks, metrics, method comparison);
-- :mod:`.display`: result display with MRML only (slice composite nodes, colour nodes, table nodes);
-- :mod:`.dependencies`: the Python packages the library needs, checked and installed only on request;
-- :mod:`.sampledata` and :mod:`.checks`: synthetic phantom volumes and the checks the self-test, the
-  batch script and pytest apply to a fused volume.
+- :mod:`.display`: result display with MRML only (slice composite nodes, colour nodes, the side-by-side
+  comparison layout, table nodes);
+- :mod:`.dependencies`: the Python packages the library needs, checked and installed only on request
+  (the panel's install session, the self-test's install plan);
+- :mod:`.sampledata` and :mod:`.checks`: synthetic phantom volumes (also Slicer sample data) and the
+  checks the self-test, the batch script and pytest apply to a fused volume.
 
 Nothing here imports ``MedFusionLib`` at import time: the library's own dependencies (SciPy,
 PyWavelets, scikit-image, MONAI, PyTorch) may not be installed yet when Slicer starts.
