@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -87,7 +87,8 @@ def _render_view(scene, application, sliceNode, size: int, offset: float) -> np.
     return pixels
 
 
-def render_views(shape: Tuple[int, int, int] = None, seed: int = None, size: int = VIEW_SIZE) -> Dict[str, object]:
+def render_views(shape: Optional[Tuple[int, int, int]] = None, seed: Optional[int] = None,
+                 size: int = VIEW_SIZE) -> Dict[str, object]:
     """Fuse the phantom, lay out the comparison and render its slice views.
 
     Returns a dict: ``views`` (list of ``(label, volume name, RGB array)`` left to right), ``comparison``

@@ -444,6 +444,8 @@ def test_screenshot_is_the_slice_logic_rendering_of_a_real_fusion(slicer):
     assert [(label, name) for label, name, _ in views] == [
         ("1", "MedFusion phantom MRI"), ("2", "MedFusion phantom PET"), ("F", "MedFusion phantom MRI fused (max_detail)")]
     assert comparison["views"]["MedFusionCompare3"]["background"] == rendered["fused"].GetID()
+    shown = [scene.GetNodeByID(comparison["views"][f"MedFusionCompare{k}"]["background"]) for k in (1, 2)]
+    assert [n.GetAttribute("MedFusion.SampleData") for n in shown] == ["MRI", "PET"]   # the Sample Data phantom
     assert rendered["fused"].IsA("vtkMRMLVectorVolumeNode")          # colour fusion
     mri, pet, fused = (v[2].astype(int) for v in views)
     assert (np.ptp(mri, axis=2) == 0).all() and mri.max() > 200      # grey MRI, window/levelled
