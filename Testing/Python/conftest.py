@@ -8,6 +8,10 @@ import pytest
 from MedFusionLib import sampledata
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "cuda: needs a CUDA GPU (skipped with a reason elsewhere; pytest -m cuda -ra)")
+
+
 @pytest.fixture(scope="session")
 def phantom3d():
     """A small co-registered CT / MRI / PET head phantom, (24, 48, 40)."""
