@@ -305,8 +305,17 @@ def test_train_resume_checkpoint_and_checkpoint_every(tmp_path, grey_pair_folder
     assert interrupted == [1] and set(saved_at) == {1}                # --checkpoint-every 1 ...
     assert ckpt.exists() and not out.exists()                           # ... at --checkpoint
     monkeypatch.setattr(T.Trainer, "save_checkpoint", original)
+    from MedFusionLib.deep.networks import PMGINet
+
+    calls = []
+    forward = PMGINet.forward
+    monkeypatch.setattr(PMGINet, "forward", lambda self, x, *a, **k: calls.append(1) or forward(self, x, *a, **k))
     assert cli.main(argv + ["--checkpoint", str(tmp_path / "run2.ckpt"), "--resume", str(ckpt)]) == 0
-    assert _max_change(read_weights(str(out), "pmgi"), straight) == 0   # --resume: the uninterrupted weights
+    resumed_calls = len(calls)
+    _train(tmp_path, "one_step", steps="1", data=grey_pair_folder)
+    # --resume: only the step left is run (a fresh run, same seed, would also end with the straight weights) ...
+    assert resumed_calls == len(calls) - resumed_calls > 0
+    assert _max_change(read_weights(str(out), "pmgi"), straight) == 0   # ... and it ends with the uninterrupted weights
 
 
 def test_train_feature_net(tmp_path, grey_pair_folder):
