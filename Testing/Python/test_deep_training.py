@@ -207,7 +207,7 @@ def test_ewc_keeps_earlier_task_parameters():
 
 
 # --- trainer: checkpoint, resume, log --------------------------------------------------------------------
-def _toy_run(tmp_path, interrupt_at=None, resume=None):
+def _toy_run(tmp_path, interrupt_at=None, resume=None, steps_run=None):
     torch.manual_seed(3)
     model = torch.nn.Conv2d(1, 1, 3, padding=1)
     sampler = D.PatchSampler([D.PairItem("x", np.random.default_rng(0).random((1, 32, 32), dtype=np.float32))], 8, seed=2)
@@ -216,6 +216,8 @@ def _toy_run(tmp_path, interrupt_at=None, resume=None):
     def step(k):
         if interrupt_at is not None and k == interrupt_at:
             raise KeyboardInterrupt
+        if steps_run is not None:
+            steps_run.append(k)
         x = torch.from_numpy(sampler.sample(2))
         loss = ((model(x) - x.flip(-1)) ** 2).mean() + 0.01 * torch.randn(()).abs()
         opt.zero_grad(); loss.backward(); opt.step()
@@ -232,7 +234,10 @@ def test_resume_reproduces_an_uninterrupted_run(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         _toy_run(tmp_path / "two", interrupt_at=3)
     assert os.path.exists(tmp_path / "two" / "toy.ckpt")
-    resumed = _toy_run(tmp_path / "two", resume=str(tmp_path / "two" / "toy.ckpt"))
+    steps_run = []
+    resumed = _toy_run(tmp_path / "two", resume=str(tmp_path / "two" / "toy.ckpt"), steps_run=steps_run)
+    # Only the steps after the checkpoint run (a fresh seeded run would end with the same weights too).
+    assert steps_run and len(steps_run) < 6
     for p, q in zip(straight.parameters(), resumed.parameters()):
         torch.testing.assert_close(p, q)
     with open(tmp_path / "two" / "log.csv") as fh:
