@@ -21,7 +21,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from .transforms.filters import box_mean, window_fraction_inside, window_sum_votes
+from .transforms.filters import box_mean, window_count, window_count_inside
 
 #: Names accepted wherever a method lets the user pick a rule for detail (high-pass) bands.
 DETAIL_RULES = ("max_abs", "local_energy", "local_similarity", "mean")
@@ -86,19 +86,19 @@ def consistency_check(index: np.ndarray, n_sources: int, window: int = 3, spatia
     if window <= 1:
         return index
     _window_radius(window)
+    # Vote counts are exact integers: a tie (possible where the window is cut by the border and holds an
+    # even number of samples, e.g. 2 x 2 in an image corner) keeps the position's own choice.
     if n_sources == 2:
         # Odd windows hold an odd number of samples inside the image: a strict majority always exists
         # there; at the zero-padded border a tie keeps the original choice.
-        votes = window_sum_votes((index == 1).astype(np.float32), window, spatial_dims)
-        votes *= 2
-        inside = window_fraction_inside(index.shape, window, spatial_dims)   # votes for 1 + votes for 0
+        votes = 2 * window_count(index == 1, window, spatial_dims)
+        inside = window_count_inside(index.shape, window, spatial_dims)   # votes for 1 + votes for 0
         return np.where(votes > inside, 1, np.where(votes < inside, 0, index))
     best_votes = None
     best = index.copy()
     for n in range(n_sources):            # loop over sources, vectorised over pixels
-        votes = window_sum_votes((index == n).astype(np.float32), window, spatial_dims)
-        # ties keep the original choice
-        votes += np.float32(1e-4) * (index == n)
+        # twice the count, plus one for the position's own choice: ties keep the original choice
+        votes = 2 * window_count(index == n, window, spatial_dims) + (index == n)
         if best_votes is None:
             best_votes = votes
             best[...] = n

@@ -51,13 +51,13 @@ def box_mean(x: np.ndarray, radius: int, spatial_dims: int = 2) -> np.ndarray:
     return out
 
 
-def window_sum_votes(mask: np.ndarray, window: int, spatial_dims: int = 2) -> np.ndarray:
-    """Proportional to the count of True in each window (zero-padded borders), as float32; enough to
-    compare counts of several masks at the same position."""
-    out = None
-    for axis in _spatial_axes(mask, spatial_dims):
-        out = ndi.uniform_filter1d(mask if out is None else out, window, axis=axis, mode="constant", cval=0.0,
-                                   output=np.float32 if out is None else out)
+def window_count(mask: np.ndarray, window: int, spatial_dims: int = 2) -> np.ndarray:
+    """The number of True samples of ``mask`` in each window (zero-padded borders: samples outside the
+    image do not count), as exact int32 counts, so that equal counts compare equal."""
+    ones = np.ones(window)
+    out = np.asarray(mask).astype(np.int32)
+    for axis in _spatial_axes(out, spatial_dims):
+        out = ndi.correlate1d(out, ones, axis=axis, mode="constant", cval=0, output=np.int32)
     return out
 
 
@@ -194,14 +194,13 @@ def _guided_filter_2d(guide: np.ndarray, src: np.ndarray, radius: int, eps: floa
     return out
 
 
-def window_fraction_inside(shape, window: int, spatial_dims: int = 2) -> np.ndarray:
-    """What :func:`window_sum_votes` gives for an all-True mask: the fraction of each window that lies
-    inside the image (1 away from the borders), broadcastable to ``shape``."""
+def window_count_inside(shape, window: int, spatial_dims: int = 2) -> np.ndarray:
+    """What :func:`window_count` gives for an all-True mask: the number of samples of each window that lie
+    inside the image (``window ** spatial_dims`` away from the borders), int32, broadcastable to ``shape``."""
     radius = window // 2
-    out = np.ones([1] * len(shape), dtype=np.float32)
+    out = np.ones([1] * len(shape), dtype=np.int32)
     for axis in range(len(shape) - spatial_dims, len(shape)):
-        per_axis = _window_counts(shape[axis], radius, np.float32) / np.float32(window)
         view = [1] * len(shape)
         view[axis] = shape[axis]
-        out = out * per_axis.reshape(view)
+        out = out * _window_counts(shape[axis], radius, np.int32).reshape(view)
     return out

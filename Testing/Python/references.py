@@ -28,12 +28,10 @@ def expand2d(g: np.ndarray, shape) -> np.ndarray:
     return ndi.correlate(up, 4 * np.outer(w, w), mode="mirror")
 
 
-def majority_filter(index: np.ndarray, window: int = 3, corner_tie=None) -> np.ndarray:
+def majority_filter(index: np.ndarray, window: int = 3) -> np.ndarray:
     """Consistency verification of a two-source decision map (Li, Manjunath and Mitra 1995), pixel by pixel:
     a position takes the source chosen by the strict majority of its window (samples inside the image
-    only); on a tie it keeps its own choice. ``corner_tie`` (0 or 1) instead forces the result of a tie in
-    a window that holds an even number of samples in both directions (the image corners of a 3 x 3 window),
-    to mirror a known deviation of the library (see test_transforms_rules.py)."""
+    only); on a tie (only where the border cuts the window) it keeps its own choice."""
     r = window // 2
     out = index.copy()
     h, w = index.shape
@@ -43,6 +41,4 @@ def majority_filter(index: np.ndarray, window: int = 3, corner_tie=None) -> np.n
             ones, n = int(patch.sum()), patch.size
             if 2 * ones != n:
                 out[i, j] = 1 if 2 * ones > n else 0
-            elif corner_tie is not None and patch.shape[0] % 2 == 0 and patch.shape[1] % 2 == 0:
-                out[i, j] = corner_tie
     return out

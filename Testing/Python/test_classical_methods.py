@@ -135,9 +135,7 @@ def _laplacian_fusion_reference(a, b, levels, consistency):
     for da, db in zip(pa[:-1], pb[:-1]):
         choice = (np.abs(db) > np.abs(da)).astype(int)          # ties to the first source
         if consistency:
-            # corner_tie=0: the library settles a 2-2 tie in an image corner as source 0 (a known deviation from
-            # 'ties keep their choice', pinned by test_consistency_check_keeps_ties_in_image_corners).
-            choice = references.majority_filter(choice, corner_tie=0)
+            choice = references.majority_filter(choice)           # ties keep their choice, corners too
         fused.append(np.where(choice == 1, db, da))
     out = (pa[-1] + pb[-1]) / 2
     for detail in reversed(fused):
