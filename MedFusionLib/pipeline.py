@@ -326,7 +326,8 @@ def fuse(images, method: str = DEFAULT_METHOD, *, mode: str = "auto", axis: int 
         Slicer's ``arrayFromVolume``), any integer or float dtype, finite. An ``(..., 3)`` uint8 array
         is an RGB image (e.g. pseudo-colour PET). The first input is the anatomical reference.
     method : str
-        A registered method name (see :func:`MedFusionLib.methods`); default ``'laplacian'``.
+        A registered method name (see :func:`MedFusionLib.methods`); default :data:`DEFAULT_METHOD`
+        (``'max_detail'``).
     mode : {'auto', 'slices', '3d'}
         For 3-D inputs: ``'3d'`` runs the method natively on the volume, ``'slices'`` fuses 2-D slices
         along ``axis`` in batches; ``'auto'`` is ``'3d'`` when the method supports it, else ``'slices'``.

@@ -213,3 +213,14 @@ def test_single_slice_volume_is_fused_as_that_slice(phantom2d):
         mf.fuse([mri[None], ct[None]], mode="slices", axis=1)
     with pytest.raises(FusionInputError, match="single slice"):
         mf.fuse([mri[None], ct[None]], mode="3d")
+
+
+def test_fuse_docstring_names_the_default_method():
+    import inspect
+
+    from MedFusionLib import pipeline
+
+    assert inspect.signature(pipeline.fuse).parameters["method"].default == pipeline.DEFAULT_METHOD
+    doc = pipeline.fuse.__doc__
+    method_doc = doc[doc.index("    method : str"):doc.index("    mode :")]
+    assert "DEFAULT_METHOD" in method_doc and repr(pipeline.DEFAULT_METHOD) in method_doc
