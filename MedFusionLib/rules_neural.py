@@ -105,12 +105,15 @@ def wsml(band: np.ndarray, weights: np.ndarray = BINOMIAL_3X3) -> np.ndarray:
 
 def wseml(band: np.ndarray, weights: np.ndarray = BINOMIAL_3X3) -> np.ndarray:
     """Weighted sum of eight-neighbourhood modified Laplacian (Yin et al. eq. 16-17):
-    WSEML = sum W(m, n) EML(i+m, j+n), EML the eight-neighbourhood modified Laplacian."""
+    WSEML = sum W(m, n) EML(i+m, j+n), EML the eight-neighbourhood modified Laplacian (mirrored borders).
+    Not the authors' ``WSEML.m``, which sums |C - neighbour| and filters sqrt of its 3x3 mean with W
+    ('symmetric' borders); see ``docs/signal-processing.md``."""
     return _filter2(modified_laplacian(band, diagonal=True), weights)
 
 
 def weighted_local_energy(band: np.ndarray, weights: np.ndarray = BINOMIAL_3X3) -> np.ndarray:
-    """Weighted local energy (Yin et al. eq. 15): WLE = sum W(m, n) C(i+m, j+n)^2 (mirrored borders)."""
+    """Weighted local energy (Yin et al. eq. 15): WLE = sum W(m, n) C(i+m, j+n)^2 (mirrored borders; the
+    authors' ``WLE.m`` mirrors the same way but leaves the 4 corner samples of the extension 0)."""
     c = _as_float(band)
     return _filter2(c * c, weights)
 

@@ -137,6 +137,14 @@ def nsst_papcnn(stack: np.ndarray, directions=DEFAULT_DIRECTIONS, iterations: in
        own adaptive parameters; the coefficient of the source that fired most often is selected (the
        first source on ties, as the authors' ``map = T1 >= T2``).
     4. Inverse NSST.
+
+    Deviations from the authors' MATLAB code (kept: the published evaluation depends on them; details in
+    ``docs/signal-processing.md``): WSEML follows the paper's eq. 17 (|2C - C_a - C_b| terms, weighted by W)
+    where their ``WSEML.m`` sums |C - neighbour| over the eight neighbours, takes the square root of the
+    3x3 mean and then filters with W; W is applied with mirrored borders (d c b | a b c) where
+    ``WSEML.m`` uses MATLAB's 'symmetric' (c b a | a b c); WLE matches their ``WLE.m`` except at the 4
+    image corners, where their ``es2`` extension leaves the corner samples 0; alpha_f = log10(1/sigma)
+    and Otsu over [0, max] (see the docs).
     """
     dirs = _directions(directions)
 
