@@ -11,19 +11,22 @@ from MedFusionLib import FusionInputError
 UNIT = dict(input_ranges=(0, 1), output_range="unit")
 
 
-def _reference(sources, sigma, gain, threshold, union):
-    """The module docstring's equations written out pixel by pixel (a brute-force reference)."""
+def _reference(sources, sigma, gain, threshold, union, rho):
+    """The module docstring's equations written out pixel by pixel (a brute-force reference; the two
+    Gaussian filters in float64 with SciPy)."""
     sources = [np.asarray(s, dtype=np.float64) for s in sources]
     details = [s - ndi.gaussian_filter(s, sigma, mode="reflect") for s in sources]
+    energies = [np.sqrt(ndi.gaussian_filter(d * d, rho, mode="reflect")) if rho else np.abs(d) for d in details]
     out = np.zeros_like(sources[0])
     for index in np.ndindex(out.shape):
         values = [s[index] for s in sources]
         d = [dl[index] for dl in details]
+        e = [el[index] for el in energies]
         i = int(np.argmax(values))
-        j = int(np.argmax(np.abs(d)))
+        j = int(np.argmax(e))
         screen = 1.0 - np.prod([1.0 - v for v in values])
         base = (1 - union) * values[i] + union * screen
-        w = min(1.0, max(0.0, (abs(d[j]) - abs(d[i])) / threshold - 1.0))
+        w = min(1.0, max(0.0, (e[j] - e[i]) / threshold - 1.0))
         out[index] = min(1.0, max(0.0, base + gain * w * (d[j] - d[i])))
     return out
 
@@ -36,7 +39,8 @@ def pair():
     return ((a - a.min()) / np.ptp(a)).astype(np.float32), ((b - b.min()) / np.ptp(b)).astype(np.float32)
 
 
-@pytest.mark.parametrize("params", [{}, {"sigma": 1.0, "gain": 0.5, "threshold": 0.01, "union": 0.6}])
+@pytest.mark.parametrize("params", [{}, {"sigma": 1.0, "gain": 0.5, "threshold": 0.01, "union": 0.6},
+                                    {"rho": 0.0, "gain": 1.0}, {"rho": 2.5, "threshold": 0.02}])
 def test_matches_the_equations(pair, params):
     defaults = {p.name: p.default for p in mf.get_method("max_detail").params}
     fused = mf.fuse(list(pair), method="max_detail", **UNIT, **params)
@@ -77,6 +81,28 @@ def test_transfers_the_darker_inputs_edges():
     assert fused[core].std() > 0.05
 
 
+def test_the_energy_gate_transfers_a_texture_whole_where_the_pixel_gate_leaves_dots():
+    # A: bright and flat; B: darker, carrying a noise-like texture whose detail is about twice the
+    # threshold in RMS but crosses it only at some pixels. The pixel gate (rho = 0) transfers it where
+    # |D| happens to exceed t, leaving the rest as select-maximum's flat A (scattered dots of texture);
+    # the energy gate transfers it at every pixel of the textured area.
+    rng = np.random.default_rng(5)
+    a = np.full((96, 96), 0.6, np.float32)
+    b = (0.3 + 0.12 * rng.standard_normal((96, 96))).astype(np.float32)
+    core = (slice(16, -16), slice(16, -16))
+
+    def transferred(rho):
+        fused = mf.fuse([a, b], method="max_detail", rho=rho, **UNIT)
+        untouched = mf.fuse([a, b], method="max_detail", rho=rho, gain=0.0, **UNIT)
+        return np.abs(fused - untouched)[core] > 1e-6
+
+    pixel_gate, energy_gate = transferred(0.0), transferred(1.0)
+    assert energy_gate.mean() > 0.99
+    assert pixel_gate.mean() < 0.8
+    _, holes = ndi.label(~pixel_gate)
+    assert holes > 100                          # the untransferred pixels are scattered, not one region
+
+
 def test_n_inputs_are_order_free_and_3d_is_native():
     rng = np.random.default_rng(0)
     vols = [ndi.gaussian_filter(rng.random((6, 20, 18)), 1.0).astype(np.float32) for _ in range(3)]
@@ -91,6 +117,6 @@ def test_n_inputs_are_order_free_and_3d_is_native():
 
 
 def test_bad_parameters_are_refused(pair):
-    for bad in ({"sigma": 0}, {"gain": -1}, {"threshold": 0}, {"union": 1.5}, {"levels": 3}):
+    for bad in ({"sigma": 0}, {"gain": -1}, {"threshold": 0}, {"union": 1.5}, {"rho": -1}, {"levels": 3}):
         with pytest.raises(FusionInputError):
             mf.fuse(list(pair), method="max_detail", **bad)
