@@ -1,0 +1,116 @@
+"""Mutation testing of one core module with mutmut, on a throw-away copy of the repository.
+
+    .venv/bin/python Testing/mutation/run_mutmut.py rules            # one module (see MODULES)
+    .venv/bin/python Testing/mutation/run_mutmut.py rules --worktree # the working tree instead of HEAD
+    .venv/bin/python Testing/mutation/run_mutmut.py --list
+
+The tree (``git archive HEAD``, or the tracked files as they are now with ``--worktree``) is laid out in
+``/tmp/medfusion-mutmut/MODULE``; ``[tool.mutmut]`` of that copy's pyproject.toml is set to mutate only the
+module and to run only the test files that cover it (mutmut then runs, for every mutant, just the tests of
+that selection that call the mutated function). mutmut runs under ``nice -n 19`` with one worker. The
+counts and the surviving mutants go to ``summary.txt`` beside the copy and to stdout; ``mutmut show NAME``
+in the copy prints a mutant's diff. Not part of CI (docs/testing.md, 'Mutation testing').
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import io
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+T = "Testing/Python/"
+RULES_TESTS = [T + "test_transforms_rules.py", T + "test_rules_reference.py", T + "test_classical_methods.py"]
+#: module name -> (file to mutate, test files that cover it)
+MODULES = {
+    "rules": ("MedFusionLib/rules.py", RULES_TESTS),
+    "colour": ("MedFusionLib/colour.py", [T + "test_colour.py"]),
+    "intensity": ("MedFusionLib/intensity.py", [T + "test_pipeline.py", T + "test_colour.py"]),
+    "pyramid": ("MedFusionLib/transforms/pyramid.py", RULES_TESTS),
+    "filters": ("MedFusionLib/transforms/filters.py", RULES_TESTS),
+    "pipeline": ("MedFusionLib/pipeline.py", [T + "test_pipeline.py"]),
+    "families_classical": ("MedFusionLib/families/[pgpw]*.py", [T + "test_classical_methods.py"]),
+}
+
+
+def _lay_out(work: str, worktree: bool) -> None:
+    if os.path.isdir(work):
+        shutil.rmtree(work)
+    os.makedirs(work)
+    if worktree:
+        files = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, check=True,
+                               capture_output=True).stdout.decode().split("\0")
+        for name in filter(None, files):
+            src = os.path.join(ROOT, name)
+            if os.path.isfile(src):
+                os.makedirs(os.path.dirname(os.path.join(work, name)), exist_ok=True)
+                shutil.copy2(src, os.path.join(work, name))
+    else:
+        data = subprocess.run(["git", "archive", "HEAD"], cwd=ROOT, check=True, capture_output=True).stdout
+        with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+            tar.extractall(work, filter="data")
+
+
+def _configure(work: str, module: str, tests) -> None:
+    path = os.path.join(work, "pyproject.toml")
+    text = open(path, encoding="utf-8").read()
+    text = re.sub(r"\n\[tool\.mutmut\]\n(?:(?!\n\[).)*", "\n", text, flags=re.S)   # replace any section
+    quoted = lambda items: "[" + ", ".join(f'"{x}"' for x in items) + "]"   # noqa: E731
+    text += ("\n[tool.mutmut]\n"
+             'source_paths = ["MedFusionLib"]\n'
+             f"only_mutate = {quoted([module])}\n"
+             'also_copy = ["Testing/"]\n'
+             f"pytest_add_cli_args_test_selection = {quoted(tests)}\n"
+             'pytest_add_cli_args = ["-p", "no:cacheprovider", "-q"]\n')
+    open(path, "w", encoding="utf-8").write(text)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("module", nargs="?", choices=sorted(MODULES))
+    parser.add_argument("--worktree", action="store_true", help="mutate the working tree, not HEAD")
+    parser.add_argument("--list", action="store_true", help="print the modules and their test files")
+    parser.add_argument("--work-dir", default="/tmp/medfusion-mutmut")
+    parser.add_argument("--diffs", action="store_true", help="also write MODULE-survivors.diff (mutmut show)")
+    args = parser.parse_args(argv)
+    if args.list or not args.module:
+        for name, (path, tests) in MODULES.items():
+            print(f"{name}: {path} <- {' '.join(tests)}")
+        return 0
+    path, tests = MODULES[args.module]
+    work = os.path.join(args.work_dir, args.module)
+    _lay_out(work, args.worktree)
+    _configure(work, path, tests)
+    mutmut = os.path.join(os.path.dirname(sys.executable), "mutmut")
+    env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
+    with open(os.path.join(work, "mutmut-run.log"), "w") as log:   # its progress bar, kept out of stdout
+        run = subprocess.run(["nice", "-n", "19", mutmut, "run", "--max-children", "1"], cwd=work, env=env,
+                             stdout=log, stderr=subprocess.STDOUT)
+    listing = subprocess.run([mutmut, "results", "--all", "true"], cwd=work, env=env, capture_output=True,
+                             text=True).stdout
+    status = dict(re.findall(r"^\s+(\S+): (.+)$", listing, flags=re.M))
+    counts = collections.Counter(status.values())
+    total = len(status)
+    killed = counts.get("killed", 0)
+    lines = [f"module {args.module} ({path}); tests: {' '.join(tests)}",
+             f"mutants {total}, " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())),
+             f"score (killed / all) {100.0 * killed / max(total, 1):.1f} %", "not killed:"]
+    lines += [f"  {name}: {s}" for name, s in sorted(status.items()) if s != "killed"]
+    summary = "\n".join(lines) + "\n"
+    if args.diffs:
+        diffs = [subprocess.run([mutmut, "show", name], cwd=work, env=env, capture_output=True, text=True).stdout
+                 for name, s in sorted(status.items()) if s != "killed"]
+        open(os.path.join(args.work_dir, f"{args.module}-survivors.diff"), "w").write("\n".join(diffs))
+    open(os.path.join(args.work_dir, f"{args.module}-summary.txt"), "w").write(summary)
+    print(summary)
+    return run.returncode
+
+
+if __name__ == "__main__":
+    sys.exit(main())
