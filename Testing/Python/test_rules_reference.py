@@ -236,3 +236,28 @@ def test_three_source_tie_between_two_other_sources_goes_to_the_lower_index():
     assert rules.consistency_check(index, 3, 3)[1, 1] == 1
     index = np.array([[2, 1, 2], [1, 0, 1], [2, 1, 2]])
     assert rules.consistency_check(index, 3, 3)[1, 1] == 1
+
+
+def test_two_source_consistency_check_in_3d_is_the_majority_of_the_3d_window(rng):
+    raw = (rng.random((4, 6, 7)) > 0.5).astype(int)
+    brute = raw.copy()
+    for pos in itertools.product(*(range(n) for n in raw.shape)):
+        win = raw[tuple(slice(max(p - 1, 0), p + 2) for p in pos)]
+        ones, n = int(win.sum()), win.size
+        if 2 * ones != n:
+            brute[pos] = int(2 * ones > n)
+    np.testing.assert_array_equal(rules.consistency_check(raw, 2, 3, spatial_dims=3), brute)
+
+
+def test_local_similarity_where_both_sources_are_zero(rng):
+    bands = _pair(rng, (9, 11))
+    bands[:, :4, :4] = 0.0                    # zero energy in both windows: the match is taken as 1
+    got = rules.local_similarity(bands)
+    np.testing.assert_allclose(got, _local_similarity_reference(bands[0], bands[1], 3, 0.75), atol=1e-12)
+    assert (got[:3, :3] == 0).all() and np.isfinite(got).all()
+
+
+def test_choose_max_rejects_an_even_consistency_window(rng):
+    bands = rng.standard_normal((2, 5, 6))
+    with pytest.raises(ValueError, match="positive odd size; got 2"):
+        rules.choose_max(bands, np.abs(bands), 2)
