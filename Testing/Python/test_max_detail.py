@@ -120,3 +120,26 @@ def test_bad_parameters_are_refused(pair):
     for bad in ({"sigma": 0}, {"gain": -1}, {"threshold": 0}, {"union": 1.5}, {"rho": -1}, {"levels": 3}):
         with pytest.raises(FusionInputError):
             mf.fuse(list(pair), method="max_detail", **bad)
+
+
+def test_the_dark_dot_measure_counts_dots_the_fusion_made_and_only_those():
+    # Testing/Benchmarks/artefacts.py's dark_dots, the number docs/evaluation.md reports for this method.
+    import importlib.util
+    import os
+
+    path = os.path.join(os.path.dirname(__file__), "..", "Benchmarks", "artefacts.py")
+    spec = importlib.util.spec_from_file_location("artefacts", path)
+    artefacts = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(artefacts)
+    reference = np.full((20, 20), 50.0)
+    functional = np.full((20, 20), 200.0)
+    functional[:, :10] = 0.0                                   # functional-bright region: the right half
+    fused = np.maximum(reference, functional)
+    assert artefacts.dark_dots(fused, reference, functional) == 0.0
+    dotted = fused.copy()
+    dotted[5, 15] = dotted[12, 14] = 150.0                     # two dots the fusion made
+    dotted[8, 3] = 0.0                                         # a dot outside the region: not counted
+    assert artefacts.dark_dots(dotted, reference, functional) == pytest.approx(2 / 200)
+    with_source_dot = reference.copy()
+    with_source_dot[5, 15] = 10.0                              # one of them is in a source: not made by the fusion
+    assert artefacts.dark_dots(dotted, with_source_dot, functional) == pytest.approx(1 / 200)
