@@ -138,7 +138,7 @@ class Trainer:
         if not os.path.isfile(path):
             raise FusionError(f"checkpoint {path!r} does not exist")
         try:
-            state = torch.load(path, map_location="cpu", weights_only=False)
+            state = torch.load(path, map_location="cpu", weights_only=True)   # never runs code from the file
         except Exception as exc:
             raise FusionError(f"checkpoint {path!r} cannot be read ({type(exc).__name__}: {exc})") from None
         if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:

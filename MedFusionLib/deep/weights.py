@@ -7,13 +7,17 @@ never runs code from the file and never touches a network)::
      "arch": {...constructor arguments...}, "state_dict": {...tensors...}, "meta": {...}}
 
 ``meta`` records how the weights were made (command, seed, steps, data, wall time, machine); a JSON copy
-of it is written beside the ``.pt`` file. Shipped weights live in ``MedFusionLib/weights/<method>.pt``;
+of it is written beside the ``.pt`` file, with the ``.pt`` file's SHA-256 (``"sha256"``). Loading checks
+the file against that digest before unpickling anything: a changed, truncated or swapped file is a
+:class:`WeightsError` that names the training command. A ``.pt`` file without its JSON (e.g. copied
+alone into ``MEDFUSION_WEIGHTS_DIR``) is read without the digest check; every shipped file has one. Shipped weights live in ``MedFusionLib/weights/<method>.pt``;
 the environment variable ``MEDFUSION_WEIGHTS_DIR`` points the library at another folder (e.g. weights
 fine-tuned on a site's own data).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
@@ -102,19 +106,50 @@ def save_weights(path: str, method: str, model: torch.nn.Module, meta: Optional[
             os.remove(tmp)
     root, _ = os.path.splitext(path)
     info = {"method": method, "network": network, "arch": payload["arch"],
-            "parameters": int(sum(v.numel() for v in payload["state_dict"].values())), **payload["meta"]}
+            "parameters": int(sum(v.numel() for v in payload["state_dict"].values())), **payload["meta"],
+            "sha256": file_sha256(path)}
     with open(root + ".json.partial", "w", encoding="utf-8") as fh:
         json.dump(info, fh, indent=2, default=str)
         fh.write("\n")
     os.replace(root + ".json.partial", root + ".json")
 
 
+def file_sha256(path: str) -> str:
+    """Hex SHA-256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def recorded_sha256(path: str) -> Optional[str]:
+    """The SHA-256 recorded in the JSON beside a weight file, or None when there is no JSON or no digest."""
+    info_path = os.path.splitext(path)[0] + ".json"
+    if not os.path.isfile(info_path):
+        return None
+    try:
+        with open(info_path, encoding="utf-8") as fh:
+            value = json.load(fh).get("sha256")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return value if isinstance(value, str) else None
+
+
 # --- loading ----------------------------------------------------------------------------------------------
 def read_weights(path: str, method: str) -> Dict[str, Any]:
     """Read and check a weight file; :class:`WeightsError` (naming the training command) when it is
-    missing, unreadable, for another method, or not of this format."""
+    missing, differs from the SHA-256 recorded beside it, is unreadable, for another method, or not of
+    this format. Loading never runs code from the file (``weights_only=True``)."""
     if not os.path.isfile(path):
         raise WeightsError(_missing_message(method, path, "are missing"))
+    expected = recorded_sha256(path)
+    if expected is not None:
+        actual = file_sha256(path)
+        if actual != expected:
+            raise WeightsError(_missing_message(
+                method, path, f"were changed or are corrupt (SHA-256 {actual[:12]}..., recorded "
+                              f"{expected[:12]}... in {os.path.basename(os.path.splitext(path)[0])}.json)"))
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # truncated, not a torch file, pickled code...: all unreadable for us

@@ -158,6 +158,7 @@ def test_weights_with_wrong_shapes_are_refused(tmp_path, monkeypatch, slices):
     payload = torch.load(tmp_path / "ifcnn.pt", weights_only=True)
     payload["arch"]["channels"] = 16            # the file now lies about its tensors
     torch.save(payload, tmp_path / "ifcnn.pt")
+    (tmp_path / "ifcnn.json").unlink()          # no recorded digest: the structural check is what refuses it
     monkeypatch.setenv("MEDFUSION_WEIGHTS_DIR", str(tmp_path))
     with pytest.raises(WeightsError, match="do not fit"):
         mf.fuse([slices["mri"][3], slices["pet"][3]], method="ifcnn")
