@@ -166,6 +166,9 @@ def _fuse_image_files(args, fuse_kwargs: Dict[str, object], params: Dict[str, st
 
 
 def _cmd_fuse(args) -> int:
+    from .paths import check_fuse_paths
+
+    check_fuse_paths(args.inputs, args.output)      # before any file is read or voxel fused
     params = _parse_params(args.param)
     fuse_kwargs = dict(mode=args.mode, axis=args.axis, batch_size=args.batch_size, colour_space=args.colour_space,
                        colormap=_parse_colormap(args.colormap), output_range=_parse_output_range(args.output_range))
