@@ -155,7 +155,7 @@ def test_reduce_of_an_impulse_is_the_burt_adelson_kernel():
     assert reduced.sum() == pytest.approx(0.25)
 
 
-@pytest.mark.parametrize("shape", [(17, 20), (16, 21), (9, 8)])
+@pytest.mark.parametrize("shape", [(17, 20), (16, 21), (9, 8), (3, 4), (4, 3), (5, 6)])   # 3, 4: shortest mirrors
 def test_reduce_and_expand_follow_the_published_equations(rng, shape):
     from scipy import ndimage as ndi
 
@@ -177,6 +177,21 @@ def test_reduce_and_expand_follow_the_published_equations(rng, shape):
             total = sum(4 * w2[m + 2, n + 2] * g[(i - m) // 2, (j - n) // 2]
                         for m in range(-2, 3) for n in range(-2, 3) if (i - m) % 2 == 0 and (j - n) % 2 == 0)
             assert expanded[i, j] == pytest.approx(total, abs=1e-14)
+
+
+def test_pyramid_keeps_float32_and_counts_levels_over_all_spatial_axes(rng):
+    from MedFusionLib.transforms.pyramid import _expand, gaussian_pyramid
+
+    x = rng.random((2, 12, 13)).astype(np.float32)
+    assert gaussian_pyramid(x, 2)[2].dtype == np.float32
+    assert _expand(x, (24, 26), 2).dtype == np.float32
+    assert all(b.dtype == np.float32 for b in laplacian_pyramid(x, 1))          # one level is allowed
+    wide = np.zeros((1, 4, 64))                                                # the short axis limits the levels
+    assert max_pyramid_levels((4, 64)) == 1
+    with pytest.raises(ValueError, match=r"levels must be in 1\.\.1 for spatial shape \(4, 64\); got 2"):
+        laplacian_pyramid(wide, 2)
+    with pytest.raises(ValueError, match="got 0"):
+        laplacian_pyramid(wide, 0)
 
 
 def test_3d_reduce_is_the_separable_kernel_over_three_axes(rng):

@@ -26,12 +26,13 @@ import tarfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 T = "Testing/Python/"
-RULES_TESTS = [T + "test_transforms_rules.py", T + "test_rules_reference.py", T + "test_classical_methods.py"]
+RULES_TESTS = [T + "test_transforms_rules.py", T + "test_rules_reference.py", T + "test_filters_reference.py",
+               T + "test_classical_methods.py"]
 #: module name -> (file to mutate, test files that cover it)
 MODULES = {
     "rules": ("MedFusionLib/rules.py", RULES_TESTS),
-    "colour": ("MedFusionLib/colour.py", [T + "test_colour.py"]),
-    "intensity": ("MedFusionLib/intensity.py", [T + "test_pipeline.py", T + "test_colour.py"]),
+    "colour": ("MedFusionLib/colour.py", [T + "test_colour.py", T + "test_colour_edges.py"]),
+    "intensity": ("MedFusionLib/intensity.py", [T + "test_intensity.py", T + "test_pipeline.py"]),
     "pyramid": ("MedFusionLib/transforms/pyramid.py", RULES_TESTS),
     "filters": ("MedFusionLib/transforms/filters.py", RULES_TESTS),
     "pipeline": ("MedFusionLib/pipeline.py", [T + "test_pipeline.py"]),
