@@ -52,10 +52,11 @@ def test_robust_window_falls_back_to_min_max_when_the_percentiles_coincide():
 
 
 def test_large_inputs_are_sampled_on_a_regular_grid():
-    # 5.2 M samples, 5 x the sampling limit of 2^20: the step is ceil(sqrt(5)) = 3 per axis, so the window comes
-    # from x[::3, ::3] only; everything else is an outlier at 9.
-    n = 2290
-    assert 4.9 < n * n / (1 << 20) < 5.1
+    # 7.9 M samples, 7.5 x the sampling limit of 2^20: the step is ceil(sqrt(7.5)) = 3 per axis, so the window
+    # comes from x[::3, ::3] only; everything else is an outlier at 9 (a step of ceil(7.5 / 2) = 4 or of
+    # ceil(7.5) = 8 would see them).
+    n = 2805
+    assert 7.4 < n * n / (1 << 20) < 7.6
     x = np.full((n, n), 9.0, np.float32)
     grid = np.random.default_rng(0).random((len(range(0, n, 3)),) * 2).astype(np.float32) * 0.5 + 0.25
     x[::3, ::3] = grid
