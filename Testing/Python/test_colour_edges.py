@@ -58,3 +58,9 @@ def test_fuse_chroma_near_and_at_neutral():
     np.testing.assert_allclose(out[0, 1], (128.2 * 0.2 + 128.3 * 0.3) / 0.5, atol=1e-4)   # total weight 0.5
     np.testing.assert_allclose(colour.fuse_chroma([a - 128, b - 128], "ihs")[0, 1], (0.2 * 0.2 + 0.3 * 0.3) / 0.5,
                                atol=1e-5)
+
+
+def test_fuse_chroma_defaults_to_ycbcr():
+    a = np.array([[128.0, 140.0]], np.float32)
+    b = np.array([[128.0, 100.0]], np.float32)
+    np.testing.assert_array_equal(colour.fuse_chroma([a, b]), colour.fuse_chroma([a, b], "ycbcr"))

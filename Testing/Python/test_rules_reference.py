@@ -261,3 +261,13 @@ def test_choose_max_rejects_an_even_consistency_window(rng):
     bands = rng.standard_normal((2, 5, 6))
     with pytest.raises(ValueError, match="positive odd size; got 2"):
         rules.choose_max(bands, np.abs(bands), 2)
+
+
+def test_rule_defaults(rng):
+    # The documented defaults: window 3 for the consistency check and local energy, threshold 0.75.
+    bands = _pair(rng, (9, 11))
+    index = (rng.random((9, 11)) > 0.5).astype(int)
+    np.testing.assert_array_equal(rules.consistency_check(index, 2), rules.consistency_check(index, 2, 3))
+    np.testing.assert_array_equal(rules.local_energy_rule(bands), rules.local_energy_rule(bands, 3, 0))
+    np.testing.assert_array_equal(rules.fuse_band(bands, "local_similarity"),
+                                  rules.local_similarity(bands, 3, 0.75))
