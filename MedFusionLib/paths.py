@@ -11,9 +11,8 @@ import os
 from typing import Sequence
 
 from .errors import FusionInputError
+from .evaluation import IMAGE_SUFFIXES   # the 2-D image files the command line reads (imageio)
 
-#: 2-D image files (read with imageio).
-IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")
 #: Volume files Slicer's storage nodes read and write (NRRD through its NRRD storage node, the rest
 #: through the ITK-based archetype storage node).
 VOLUME_SUFFIXES = (".nrrd", ".nhdr", ".nii", ".nii.gz", ".mha", ".mhd", ".vtk", ".gipl", ".gipl.gz")
