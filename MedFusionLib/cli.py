@@ -121,80 +121,21 @@ def _cmd_methods(args) -> int:
 
 
 # --- fuse ---------------------------------------------------------------------------------------------
-def _is_image_file(path: str) -> bool:
-    from .evaluation import IMAGE_SUFFIXES
-
-    return path.lower().endswith(IMAGE_SUFFIXES)
-
-
-def _fuse_image_files(args, fuse_kwargs: Dict[str, object], params: Dict[str, str]) -> None:
-    """2-D image files (PNG, TIFF, ...) are fused as arrays: Slicer's IO reads volumes, not these."""
-    import os
-
-    import imageio.v3 as iio
-    import numpy as np
-
-    from .evaluation import read_image
-    from .pipeline import fuse
-
-    images = []
-    for path in args.inputs:
-        image = read_image(path)
-        if image.ndim == 3 and (image[..., 0] == image[..., 1]).all() and (image[..., 1] == image[..., 2]).all():
-            image = image[..., 0]    # grey stored as RGB (R = G = B) is grey
-        images.append(image)
-    if all(im.dtype == np.uint8 for im in images) and "percentiles" not in fuse_kwargs:
-        # 8-bit images share one display scale: keep it rather than stretching each to its percentiles.
-        fuse_kwargs.setdefault("input_ranges", (0.0, 255.0))
-        if fuse_kwargs["output_range"] == "reference":
-            fuse_kwargs["output_range"] = (0.0, 255.0)
-    bar = _TqdmProgress(f"fusing ({args.method})", enabled=not args.quiet)
-    try:
-        fused = fuse(images, args.method, progress=bar, **fuse_kwargs, **params)
-    finally:
-        bar.close()
-    if fused.dtype != np.uint8:
-        fused = np.clip(np.rint(fused), 0, 255).astype(np.uint8)
-    root, ext = os.path.splitext(args.output)
-    tmp = f"{root}.partial{ext}"
-    try:
-        iio.imwrite(tmp, fused)
-        os.replace(tmp, args.output)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
 def _cmd_fuse(args) -> int:
-    from .paths import check_fuse_paths
+    from .files import fuse_files
 
-    check_fuse_paths(args.inputs, args.output)      # before any file is read or voxel fused
-    params = _parse_params(args.param)
     fuse_kwargs = dict(mode=args.mode, axis=args.axis, batch_size=args.batch_size, colour_space=args.colour_space,
                        colormap=_parse_colormap(args.colormap), output_range=_parse_output_range(args.output_range))
     if args.percentiles is not None:
         fuse_kwargs["percentiles"] = tuple(args.percentiles)
     if args.input_range is not None:
         fuse_kwargs["input_ranges"] = tuple(args.input_range)
-    image_inputs = [_is_image_file(p) for p in args.inputs]
-    if any(image_inputs):
-        if not all(image_inputs) or not _is_image_file(args.output):
-            raise FusionError("2-D image files (PNG, TIFF, JPEG, BMP) are fused with each other into an image "
-                              "file; volumes (NRRD, NIfTI, MetaImage, ...) into a volume file. Do not mix them.")
-        _fuse_image_files(args, fuse_kwargs, params)
-    else:
-        from . import bridge
-
-        if _is_image_file(args.output):
-            raise FusionError("volumes are written as volume files (.nrrd, .nii.gz, .mha, ...), not as images")
-        scene = bridge.new_scene()
-        nodes = [bridge.load_volume(path, scene) for path in args.inputs]
-        bar = _TqdmProgress(f"fusing ({args.method})", enabled=not args.quiet)
-        try:
-            output = bridge.fuse_volume_nodes(nodes, args.method, progress=bar, **fuse_kwargs, **params)
-        finally:
-            bar.close()
-        bridge.save_volume(output, args.output)
+    bar = _TqdmProgress(f"fusing ({args.method})", enabled=not args.quiet)
+    try:
+        fuse_files(args.inputs, args.output, args.method, params=_parse_params(args.param), progress=bar,
+                   **fuse_kwargs)
+    finally:
+        bar.close()
     if not args.quiet:
         print(f"wrote {args.output}")
     return EXIT_OK

@@ -5,7 +5,7 @@ import os
 import numpy as np
 import pytest
 
-from MedFusionLib import FusionInputError, cli
+from MedFusionLib import FusionInputError, cli, files
 from MedFusionLib.paths import check_fuse_paths
 
 
@@ -23,7 +23,7 @@ def two_pngs(tmp_path):
 
 def _never_fuse(monkeypatch):
     calls = []
-    monkeypatch.setattr(cli, "_fuse_image_files", lambda *a, **k: calls.append(a))
+    monkeypatch.setattr(files, "_fuse_image_files", lambda *a, **k: calls.append(a))
     return calls
 
 
