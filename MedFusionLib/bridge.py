@@ -585,6 +585,55 @@ class _ErrorCollector:
         return "; ".join(dict.fromkeys(useful or self.messages)) or "no details given"
 
 
+class _CapturedStderr:
+    """Redirects the process's C-level standard error (fd 2) into a temporary file while it is open.
+
+    Slicer's readers print through teem (``[nrrd] ...``), ITK and VTK's logger straight to fd 2, past any
+    observer; around a read that output is caught here and folded into our own message instead. fd 2 is
+    process-wide: whatever another thread prints during the read is caught too (and dropped on success,
+    like the failed read attempts' noise)."""
+
+    def __enter__(self):
+        import sys
+
+        sys.stderr.flush()
+        self._file = tempfile.TemporaryFile()
+        self._saved = os.dup(2)
+        os.dup2(self._file.fileno(), 2)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        import sys
+
+        try:
+            sys.stderr.flush()
+        finally:
+            os.dup2(self._saved, 2)
+            os.close(self._saved)
+        self._file.seek(0)
+        self.text = self._file.read().decode("utf-8", "replace")
+        self._file.close()
+
+    def summary(self) -> str:
+        """The reader's own reasons, one line each: the deepest teem line, VTK/ITK error texts."""
+        text = re.sub(r"\x1b\[[0-9;]*m", "", getattr(self, "text", ""))
+        reasons, nrrd = [], None
+        for line in text.splitlines():
+            line = line.strip()
+            if line.startswith("[nrrd]"):
+                nrrd = line[len("[nrrd]"):].strip()
+            elif "ERR|" in line or "WARN|" in line:
+                message = line.split("|", 1)[1].strip()
+                message = message.split("): ", 1)[-1].strip()
+                if message and "returned failure for request" not in message:
+                    reasons.append(re.sub(r"^(\w+::\w+:\s*)+", "", message))
+            elif line.startswith(("ITK", "Description:")):
+                reasons.append(line)
+        if nrrd:
+            reasons.append(nrrd)
+        return "; ".join(dict.fromkeys(r for r in reasons if r))
+
+
 def _storage_node_class(path: str) -> str:
     # NRRD files go through Slicer's NRRD storage node (it keeps 'kinds', measurement frame and the RAS
     # space exactly); every other format through the ITK-based archetype storage node.
@@ -655,6 +704,9 @@ def load_volume(path, scene, name: Optional[str] = None):
     if not os.access(path, os.R_OK):
         raise FusionInputError(f"cannot load {path!r}: permission denied")
     absolute = os.path.abspath(path)
+    from . import memory
+
+    memory.check_read(path)     # a header claiming a huge volume is refused before the reader allocates it
     reasons = []
     # Vector first, as Slicer's volumes logic does: reading a colour NRRD as a scalar volume "succeeds"
     # with a 3-component image in a scalar node; the vector readers refuse single-component files.
@@ -667,12 +719,16 @@ def load_volume(path, scene, name: Optional[str] = None):
         storage.SetFileName(absolute)
         errors = _ErrorCollector(storage)
         try:
-            ok = storage.ReadData(node)
+            with _CapturedStderr() as noise:
+                ok = storage.ReadData(node)
         finally:
             errors.close()
-        if ok and node.GetImageData() is not None:
+        printed = noise.summary()
+        if ok and node.GetImageData() is not None and not (printed and class_name == _SCALAR_CLASS
+                                                            and "ERR|" in noise.text):
             break
-        reasons.append(f"as {class_name[7:]}: {errors.summary()}")
+        said = errors.summary() if errors.messages else ""
+        reasons.append(f"as {class_name[7:]}: " + ("; ".join(r for r in (said, printed) if r) or "no details given"))
     else:
         raise FusionInputError(
             f"cannot load {path!r} as a volume ({' | '.join(reasons)}). Readable formats: NRRD, NIfTI, "
@@ -757,17 +813,25 @@ def save_volume(node, path) -> None:
         storage.SetFileName(os.path.join(staging, file_name))
         errors = _ErrorCollector(storage)
         try:
-            ok = storage.WriteData(node)
+            with _CapturedStderr() as noise:    # the writers print to fd 2 too (e.g. on a full disk)
+                ok = storage.WriteData(node)
         finally:
             errors.close()
         written = os.path.join(staging, file_name)
-        if not ok or not os.path.isfile(written):
-            details = errors.summary().replace(staging + os.sep, "")
+        if not ok or not os.path.isfile(written) or "ERR|" in noise.text:
+            said = errors.summary() if errors.messages else ""
+            details = ("; ".join(r for r in (said, noise.summary()) if r) or "no details given")
+            details = details.replace(staging + os.sep, "").replace(staging, folder)
             raise FusionInputError(
                 f"cannot save {path!r}: Slicer's volume IO could not write it ({details}). Writable formats: "
                 f"NRRD, NIfTI, MetaImage and the others Slicer's volume IO writes")
         if node.GetAttribute(FUSED_ATTRIBUTE) and file_name.lower().endswith((".nii", ".nii.gz")):
-            _set_nifti_description(written, NIFTI_FUSED_DESCRIPTION)
+            try:
+                _set_nifti_description(written, NIFTI_FUSED_DESCRIPTION)
+            except (EOFError, ValueError) as error:
+                # ITK's NIfTI writer reports success on a full disk and leaves a truncated file.
+                raise FusionInputError(f"cannot save {path!r}: the file written is incomplete ({error}); is the "
+                                       f"disk full?") from None
         # Detached headers name their data file relative to themselves, so every file keeps its name.
         others = sorted(f for f in os.listdir(staging)
                         if f != file_name and os.path.isfile(os.path.join(staging, f)))

@@ -107,6 +107,11 @@ def fuse_files(inputs: Sequence[str], output: str, method: str = DEFAULT_METHOD,
 
     if is_image_file(output):
         raise FusionError("volumes are written as volume files (.nrrd, .nii.gz, .mha, ...), not as images")
+    from .memory import check_fuse_files
+
+    # From the headers, before a voxel is read: memory for the whole job, disk space for the output.
+    check_fuse_files(inputs, output, method, **{k: fuse_kwargs[k] for k in ("mode", "axis", "batch_size", "colormap")
+                                                if k in fuse_kwargs})
     scene = bridge.new_scene()
     nodes = [bridge.load_volume(path, scene) for path in inputs]
     fused = bridge.fuse_volume_nodes(nodes, method, progress=progress, **fuse_kwargs, **params)

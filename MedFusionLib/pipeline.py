@@ -20,7 +20,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from . import colour, intensity
+from . import colour, intensity, memory
 from .errors import FusionInputError
 from .progress import CancelLike, Progress, ProgressCallback
 from .registry import MethodSpec, get_method
@@ -223,6 +223,9 @@ def plan(images, method: str = DEFAULT_METHOD, *, mode: str = "auto", axis: int 
         batch_size = 1
 
     sources = [_Source(a, rgb, m, w) for a, rgb, m, w in zip(arrays, rgb_flags, maps, windows)]
+    # Last check: the call's estimated peak memory fits (MEDFUSION_MAX_MEMORY or what is available).
+    memory.check_fusion(spec, len(arrays), spatial_shape, resolved_mode, axis, batch_size,
+                        colour_output=any(rgb_flags) or any(m is not None for m in maps))
     return FusionPlan(spec=spec, params=resolved_params, sources=sources, spatial_shape=spatial_shape,
                       mode=resolved_mode, axis=axis, batch_size=batch_size, colour_space=colour_space,
                       output_range=output_range, percentiles=percentiles)
