@@ -4,6 +4,7 @@
 
     medfusion methods [--family F] [--format text|markdown|json]
     medfusion fuse IN1 IN2 [IN3 ...] -o OUT [--method M] [--param k=v ...] [--mode ...] [--colormap ...]
+    medfusion cohort MANIFEST.csv --out DIR [--method M] [--param k=v ...] [--workers N | --scheduler ADDRESS]
     medfusion metrics FUSED IN1 IN2 [...] [--format text|json]
     medfusion evaluate DIR [--methods M ...] [--out DIR]
     medfusion demo [--out DIR]
@@ -26,7 +27,7 @@ from .errors import FusionCancelled, FusionError
 from .pipeline import DEFAULT_METHOD, MODES
 from .registry import FAMILIES, methods as list_methods
 
-EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_CANCELLED = 0, 1, 2, 130
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_CANCELLED, EXIT_TERMINATED = 0, 1, 2, 130, 143
 
 
 class _TqdmProgress:
@@ -121,6 +122,24 @@ def _cmd_methods(args) -> int:
 
 
 # --- fuse ---------------------------------------------------------------------------------------------
+def _parse_windows(windows, n_inputs: int, input_range):
+    """``--window K LOW HIGH`` (repeatable) -> one window or None per input (None: percentiles)."""
+    from .errors import FusionInputError
+
+    ranges = [None] * n_inputs
+    if input_range is not None:
+        raise FusionInputError("give either --input-range (one window for all inputs) or --window K LOW HIGH "
+                               "(per input), not both")
+    for number, low, high in windows:
+        if number != int(number) or not 1 <= int(number) <= n_inputs:
+            raise FusionInputError(f"--window {number:g} {low:g} {high:g}: K must be an input number, 1 to "
+                                   f"{n_inputs} (1 is the reference)")
+        if ranges[int(number) - 1] is not None:
+            raise FusionInputError(f"--window given twice for input {int(number)}")
+        ranges[int(number) - 1] = (low, high)
+    return ranges
+
+
 def _cmd_fuse(args) -> int:
     from .files import fuse_files
 
@@ -130,15 +149,39 @@ def _cmd_fuse(args) -> int:
         fuse_kwargs["percentiles"] = tuple(args.percentiles)
     if args.input_range is not None:
         fuse_kwargs["input_ranges"] = tuple(args.input_range)
+    if args.window:
+        fuse_kwargs["input_ranges"] = _parse_windows(args.window, len(args.inputs), args.input_range)
     bar = _TqdmProgress(f"fusing ({args.method})", enabled=not args.quiet)
     try:
         fuse_files(args.inputs, args.output, args.method, params=_parse_params(args.param), progress=bar,
-                   **fuse_kwargs)
+                   register=args.register, pet_units=args.pet_units, **fuse_kwargs)
     finally:
         bar.close()
     if not args.quiet:
         print(f"wrote {args.output}")
     return EXIT_OK
+
+
+# --- cohort -------------------------------------------------------------------------------------------
+def _cmd_cohort(args) -> int:
+    from .cohort import fuse_cohort
+    from .manifest import parse_pairs
+
+    if args.workers is not None and args.workers < 1:
+        raise FusionError(f"--workers takes a positive number; got {args.workers}")
+    fuse_kwargs = {"mode": args.mode, "axis": args.axis}
+    log = (lambda message: None) if args.quiet else (lambda message: print(message, file=sys.stderr))
+    result = fuse_cohort(args.manifest, args.out, args.method, parse_pairs(args.param or (), "--param"),
+                         workers=args.workers, scheduler=args.scheduler, fuse_kwargs=fuse_kwargs,
+                         metrics=args.metrics or (), progress=not args.quiet, log=log)
+    counts = ", ".join(f"{n} {status}" for status, n in sorted(result.counts.items()))
+    print(f"{len(result.rows)} studies: {counts} in {result.seconds:.1f} s; table {result.table}"
+          + (f" (+ {result.parquet})" if result.parquet else ""))
+    for row in result.rows:
+        if row["status"] == "failed":
+            print(f"medfusion: study {row['study']} failed: {row['error']}", file=sys.stderr)
+    # A cohort with failed studies exits 1 (their errors are in the table); the others were written.
+    return EXIT_OK if result.ok else EXIT_ERROR
 
 
 # --- metrics ------------------------------------------------------------------------------------------
@@ -262,8 +305,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=("text", "markdown", "json"), default="text")
     p.set_defaults(func=_cmd_methods)
 
+    from .registration import REGISTRATIONS
+    from .suv import PET_UNITS
+
     p = sub.add_parser("fuse", help="fuse co-registered volumes or images (first = anatomical reference)")
-    p.add_argument("inputs", nargs="+", metavar="IN", help="input files (NRRD, NIfTI, MetaImage, PNG, ...)")
+    p.add_argument("inputs", nargs="+", metavar="IN",
+                   help="input files (NRRD, NIfTI, MetaImage, PNG, ...) or DICOM series (a folder holding one "
+                        "series, or FOLDER::SERIES_UID)")
     p.add_argument("-o", "--output", required=True, help="output file (.nrrd, .nii.gz, ...)")
     p.add_argument("-m", "--method", default=DEFAULT_METHOD, help=f"fusion method (default {DEFAULT_METHOD})")
     p.add_argument("-p", "--param", action="append", metavar="KEY=VALUE", help="method parameter (repeatable)")
@@ -274,11 +322,39 @@ def build_parser() -> argparse.ArgumentParser:
                    help="percentile window normalising each input (default 0.5 99.5)")
     p.add_argument("--input-range", type=float, nargs=2, metavar=("LOW", "HIGH"),
                    help="fixed intensity window for all inputs instead of percentiles")
+    p.add_argument("--window", type=float, nargs=3, action="append", metavar=("K", "LOW", "HIGH"),
+                   help="fixed intensity window of input K (1 = the reference) in its own units, e.g. "
+                        "--window 2 0 10 for a PET in SUV (repeatable; other inputs use --percentiles)")
+    p.add_argument("--register", choices=REGISTRATIONS, default="none",
+                   help="register every further input onto the reference before fusing (Mattes mutual "
+                        "information; transforms written as OUT.input<K>.tfm; default none)")
+    p.add_argument("--pet-units", choices=PET_UNITS, default="stored",
+                   help="PET DICOM series: values as stored (Bq/mL, default) or body-weight SUV")
     p.add_argument("--output-range", default="reference", help="'reference' (default), 'unit' or LOW,HIGH")
     p.add_argument("--colormap", help="pseudo-colour for the last input (or NAME,NAME,... per input)")
     p.add_argument("--colour-space", choices=("ycbcr", "ihs"), default="ycbcr")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_fuse)
+
+    p = sub.add_parser("cohort", help="fuse every study of a CSV manifest on Dask (local or cluster)",
+                       description="Fuse one study per manifest row (columns study, inputs; optional output, "
+                                   "method, params, register, pet_units) on a dask.distributed cluster; write "
+                                   "OUT/results.csv (+ .parquet). A rerun skips complete studies. "
+                                   "See docs/cohorts.md.")
+    p.add_argument("manifest", metavar="MANIFEST.csv")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder (default outputs OUT/<study>.nrrd)")
+    p.add_argument("-m", "--method", default=DEFAULT_METHOD,
+                   help=f"method of rows without a method column (default {DEFAULT_METHOD})")
+    p.add_argument("-p", "--param", action="append", metavar="KEY=VALUE", help="method parameter (repeatable)")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--workers", type=int, metavar="N", help="worker processes of a local cluster "
+                                                              "(default: one per core)")
+    where.add_argument("--scheduler", metavar="ADDRESS", help="use a running Dask scheduler (tcp://host:8786)")
+    p.add_argument("--mode", choices=MODES, default="auto", help="3-D volumes: native 3-D or slice-wise")
+    p.add_argument("--axis", type=int, default=0, help="slicing axis of the (K, J, I) array (default 0)")
+    p.add_argument("--metrics", nargs="+", metavar="NAME", help="reference-free metrics per study (e.g. EN SD)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or messages")
+    p.set_defaults(func=_cmd_cohort)
 
     p = sub.add_parser("metrics", help="score a fused image against its sources")
     p.add_argument("fused")
@@ -346,17 +422,29 @@ def main(argv: Optional[List[str]] = None) -> int:
     """Entry point of the ``medfusion`` console script; returns the exit status."""
     args = build_parser().parse_args(argv)
     runtime.tune_allocator()        # our own process: keep large temporaries for reuse (see runtime.py)
+    previous = runtime.terminate_as_interrupt()     # SIGTERM unwinds like Ctrl-C: temporary files are removed
     try:
         return args.func(args)
     except FusionCancelled as exc:
         print(f"medfusion: {exc}", file=sys.stderr)
         return EXIT_CANCELLED
+    except runtime.Terminated:
+        print("medfusion: terminated (SIGTERM); nothing was written", file=sys.stderr)
+        return EXIT_TERMINATED
     except KeyboardInterrupt:
         print("medfusion: interrupted; nothing was written", file=sys.stderr)
         return EXIT_CANCELLED
     except (FusionError, FileNotFoundError) as exc:
         print(f"medfusion: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
+    except OSError as exc:          # e.g. a full disk while writing: the writers removed their partial files
+        print(f"medfusion: error: {exc}; nothing was written", file=sys.stderr)
+        return EXIT_ERROR
+    finally:
+        if previous is not None:
+            import signal
+
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

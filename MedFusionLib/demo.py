@@ -96,9 +96,9 @@ def run_demo(out_dir: str = "medfusion-demo", size: int = 192, show_progress: bo
                         **metrics.evaluate_all(fused8[every4], [x[every4] for x in srcs8])}
 
     metrics_path = os.path.join(out_dir, "metrics.json")
-    with open(metrics_path + ".tmp", "w", encoding="utf-8") as fh:
-        json.dump(scores, fh, indent=2)
-    os.replace(metrics_path + ".tmp", metrics_path)
+    from .atomic import replacing, write_text
+
+    write_text(metrics_path, json.dumps(scores, indent=2))
     written.append(metrics_path)
 
     k = depth // 2
@@ -110,7 +110,7 @@ def run_demo(out_dir: str = "medfusion-demo", size: int = 192, show_progress: bo
     import imageio.v3 as iio
 
     png = os.path.join(out_dir, "demo_slices.png")
-    iio.imwrite(png + ".tmp.png", montage(tiles, columns=len(tiles), tile=max(size, 160)))
-    os.replace(png + ".tmp.png", png)
+    with replacing(png, keep_extension=True) as tmp:
+        iio.imwrite(tmp, montage(tiles, columns=len(tiles), tile=max(size, 160)))
     written.append(png)
     return written

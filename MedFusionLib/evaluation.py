@@ -168,20 +168,19 @@ class EvaluationResult:
 
 
 def _atomic_text(path: str, text: str) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
+    from .atomic import write_text
+
+    write_text(path, text)
 
 
 def _write_csv(path: str, keys: List[str], rows: List[Dict[str, object]]) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w", newline="", encoding="utf-8") as fh:
+    from .atomic import replacing
+
+    with replacing(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
         writer = csv.DictWriter(fh, fieldnames=keys, extrasaction="ignore")
         writer.writeheader()
         for row in rows:
             writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
-    os.replace(tmp, path)
 
 
 def montage(tiles: Sequence[Tuple[str, np.ndarray]], columns: int, tile: int = 192) -> np.ndarray:
@@ -287,11 +286,13 @@ def evaluate_folder(root: str, methods: Sequence[str], *, out_dir: Optional[str]
         # Files are written only once every pair is done: a cancelled or failed run leaves none behind.
         import imageio.v3 as iio
 
+        from .atomic import replacing
+
         os.makedirs(out_dir, exist_ok=True)
         for set_name, picture in montages.items():
             path = os.path.join(out_dir, f"montage_{set_name}.png")
-            iio.imwrite(path + ".tmp.png", picture)
-            os.replace(path + ".tmp.png", path)
+            with replacing(path, keep_extension=True) as tmp:
+                iio.imwrite(tmp, picture)
             result.written.append(path)
         result.write(out_dir)
     return result

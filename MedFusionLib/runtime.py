@@ -47,3 +47,26 @@ def tune_allocator(mmap_threshold: int = 32 << 20, trim_threshold: int = 1 << 30
     mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
     mallopt.restype = ctypes.c_int
     return bool(mallopt(_M_TRIM_THRESHOLD, int(trim_threshold))) and bool(mallopt(_M_MMAP_THRESHOLD, int(mmap_threshold)))
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM received: handled like Ctrl-C (every writer removes its temporary files), exit status 143."""
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated(f"terminated by signal {signum}")
+
+
+def terminate_as_interrupt():
+    """Make SIGTERM raise :class:`Terminated` (a ``KeyboardInterrupt``) in this process's main thread.
+
+    ``kill`` (or a batch scheduler stopping a job) then unwinds the stack like Ctrl-C, so temporary files
+    are removed and nothing half-written is left, instead of the process dying where it stands. Only the
+    command line and the batch script call it, for their own process. Returns the previous handler (None
+    when not called from the main thread, where Python cannot set handlers)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, _raise_terminated)

@@ -129,9 +129,13 @@ class Trainer:
         if not path:
             return None
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        tmp = path + ".partial"
-        torch.save(self._state(phases), tmp)
-        os.replace(tmp, path)
+        from ..atomic import replacing
+
+        with replacing(path) as tmp:     # a full disk or a second Ctrl-C leaves the last good checkpoint
+            try:
+                torch.save(self._state(phases), tmp)
+            except RuntimeError as error:  # torch reports a failed write (e.g. a full disk) this way
+                raise FusionError(f"cannot write checkpoint {path!r}: {error} (is the disk full?)") from None
         return path
 
     def load_checkpoint(self, path: str, phases: Sequence[Phase]) -> None:

@@ -26,7 +26,7 @@ from typing import Any, Dict, Optional, Tuple
 
 import torch
 
-from ..errors import FusionInputError, WeightsError
+from ..errors import FusionError, FusionInputError, WeightsError
 from ..families._learned import TRAINABLE
 from . import networks_adversarial, networks_encoder_decoder  # noqa: F401  (register their networks)
 from .networks import NETWORKS
@@ -97,21 +97,22 @@ def save_weights(path: str, method: str, model: torch.nn.Module, meta: Optional[
                "meta": dict(meta or {})}
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    tmp = path + ".partial"
-    try:
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
     root, _ = os.path.splitext(path)
-    info = {"method": method, "network": network, "arch": payload["arch"],
-            "parameters": int(sum(v.numel() for v in payload["state_dict"].values())), **payload["meta"],
-            "sha256": file_sha256(path)}
-    with open(root + ".json.partial", "w", encoding="utf-8") as fh:
-        json.dump(info, fh, indent=2, default=str)
-        fh.write("\n")
-    os.replace(root + ".json.partial", root + ".json")
+    from ..atomic import replacing
+
+    # Both files are written under temporary names first and moved into place only once both are complete,
+    # so an error (a full disk, Ctrl-C) leaves neither a partial file nor a new .pt with an old digest.
+    with replacing(path) as tmp_weights, replacing(root + ".json") as tmp_info:
+        try:
+            torch.save(payload, tmp_weights)
+        except RuntimeError as error:      # torch reports a failed write (e.g. a full disk) this way
+            raise FusionError(f"cannot write {path!r}: {error} (is the disk full?)") from None
+        info = {"method": method, "network": network, "arch": payload["arch"],
+                "parameters": int(sum(v.numel() for v in payload["state_dict"].values())), **payload["meta"],
+                "sha256": file_sha256(tmp_weights)}
+        with open(tmp_info, "w", encoding="utf-8") as fh:
+            json.dump(info, fh, indent=2, default=str)
+            fh.write("\n")
 
 
 def file_sha256(path: str) -> str:

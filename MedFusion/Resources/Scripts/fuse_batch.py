@@ -16,7 +16,7 @@ phantom volumes in a temporary folder, fuses them grey and in colour, checks the
 
 Exit status: 0 success, 1 fusion or check failure (the message says why), 2 bad command line,
 3 Python dependencies missing (add ``--install-dependencies`` to install them, Slicer only),
-130 cancelled (Ctrl-C). Nothing is written on failure.
+130 cancelled (Ctrl-C), 143 terminated (SIGTERM). Nothing is written on failure.
 """
 
 import argparse
@@ -24,7 +24,7 @@ import os
 import sys
 import tempfile
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_DEPENDENCIES, EXIT_CANCELLED = 0, 1, 2, 3, 130
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_DEPENDENCIES, EXIT_CANCELLED, EXIT_TERMINATED = 0, 1, 2, 3, 130, 143
 
 
 def _scriptPath() -> str:
@@ -95,20 +95,17 @@ def _params(items):
 
 
 def _writeCsv(table, path: str) -> None:
-    """The metrics table as CSV, written atomically."""
+    """The metrics table as CSV, written to ``path`` (the caller renames it into place)."""
     import csv
 
     from MedFusionModuleLib import display
 
     rows = display.readTable(table)
-    if not rows:
-        return
-    temporary = path + ".tmp"
-    with open(temporary, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(temporary, path)
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        if rows:
+            writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
 
 
 def fuseFiles(args, scene) -> str:
@@ -128,9 +125,16 @@ def fuseFiles(args, scene) -> str:
     result = logic.process(nodes[0], nodes[1:], spec.name, resolved, mode=args.mode, sliceAxis=args.axis,
                            colourMap=args.colormap, colourSpace=args.colour_space, device=args.device,
                            showResult=False, computeMetrics=bool(args.metrics))
-    bridge.save_volume(result.outputVolume, args.output)
+    from MedFusionLib.atomic import replacing
+
+    # The metrics CSV is written to a temporary name first and renamed only once the volume is saved: on
+    # any error (a full disk, Ctrl-C, SIGTERM) neither file is left half-written, nor the CSV alone.
     if args.metrics:
-        _writeCsv(result.metricsTable, args.metrics)
+        with replacing(args.metrics) as csvTemporary:
+            _writeCsv(result.metricsTable, csvTemporary)
+            bridge.save_volume(result.outputVolume, args.output)
+    else:
+        bridge.save_volume(result.outputVolume, args.output)
     return f"{spec.name}: fused {len(nodes)} volumes in {result.seconds:.2f} s -> {args.output}"
 
 
@@ -195,17 +199,30 @@ def main(argv=None) -> int:
             return EXIT_DEPENDENCIES
 
     import MedFusionLib
-    from MedFusionLib import bridge
+    from MedFusionLib import bridge, runtime
 
     scene = bridge.new_scene()   # a private scene: the batch run never touches an application scene
+    # Outside Slicer the process is ours: SIGTERM unwinds like Ctrl-C, so temporary files are removed.
+    previous = None if _inSlicerApp() else runtime.terminate_as_interrupt()
     try:
         message = selfTest(scene) if args.self_test else fuseFiles(args, scene)
+    except runtime.Terminated:
+        print("fuse_batch.py: terminated (SIGTERM); nothing was written", file=sys.stderr)
+        return EXIT_TERMINATED
     except KeyboardInterrupt:
         print("fuse_batch.py: cancelled; nothing was written", file=sys.stderr)
         return EXIT_CANCELLED
     except (MedFusionLib.FusionError, ValueError, RuntimeError) as error:
         print(f"fuse_batch.py: error: {error}", file=sys.stderr)
         return EXIT_FAILED
+    except OSError as error:     # e.g. a full disk: the writers removed their partial files
+        print(f"fuse_batch.py: error: {error}; nothing was written", file=sys.stderr)
+        return EXIT_FAILED
+    finally:
+        if previous is not None:
+            import signal
+
+            signal.signal(signal.SIGTERM, previous)
     print(message)
     return EXIT_OK
 
