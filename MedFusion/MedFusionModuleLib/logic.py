@@ -20,7 +20,9 @@ Example (Slicer's Python console)::
 
 from __future__ import annotations
 
+import functools
 import math
+import threading
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -36,6 +38,31 @@ _VECTOR_CLASS = "vtkMRMLVectorVolumeNode"
 # Share of the progress range given to the metrics when they are computed after a fusion.
 _METRICS_SHARE = 0.25
 DEFAULT_TABLE_NAME = "MedFusion metrics"
+
+
+# Guards the "is a fusion running" flag of every logic object (the flag itself is per object).
+_RUNNING_GUARD = threading.Lock()
+
+
+def _oneAtATime(method):
+    """Refuse a second fusion on the same logic while one runs (a second Apply clicked while the progress
+    dialog lets the GUI repaint, or a script calling from another thread): FusionError, nothing done.
+    The flag is released in ``finally``, so an error or a cancel frees the logic for the next call."""
+
+    @functools.wraps(method)
+    def guarded(self, *args, **kwargs):
+        with _RUNNING_GUARD:
+            running = getattr(self, "_runningCall", None)
+            if running is not None:
+                raise library().FusionError(
+                    f"a fusion is already running ({running}); wait for it to finish or cancel it, then apply again")
+            self._runningCall = method.__name__
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            self._runningCall = None
+
+    return guarded
 
 
 def library():
@@ -247,6 +274,7 @@ class MedFusionLogicBase:
         return reference, functional
 
     # --- fusion ----------------------------------------------------------------------------------------
+    @_oneAtATime
     def process(self, referenceVolume, otherVolumes: Sequence, method: str = options.DEFAULT_METHOD,
                 parameters: Optional[Mapping[str, Any]] = None, *, mode: str = "auto", sliceAxis="K",
                 colourMap: Optional[str] = None, colourSpace: str = "ycbcr", device: str = "auto",
@@ -300,6 +328,8 @@ class MedFusionLogicBase:
             The inputs cannot be fused (the message says why); raised before any work.
         MedFusionLib.FusionCancelled
             The caller cancelled.
+        MedFusionLib.FusionError
+            Another :meth:`process` or :meth:`compareMethods` of this logic is still running.
         """
         lib = library()
         others = list(otherVolumes or [])
@@ -581,6 +611,7 @@ class MedFusionLogicBase:
                                  metrics.HIGHER_IS_BETTER, self.metricsConvention(sliceAxis))
 
     # --- comparison ------------------------------------------------------------------------------------
+    @_oneAtATime
     def compareMethods(self, referenceVolume, otherVolumes: Sequence, methods: Sequence[str],
                        parametersByMethod: Optional[Mapping[str, Mapping[str, Any]]] = None, *,
                        mode: str = "auto", sliceAxis="K", colourMap: Optional[str] = None,
