@@ -21,6 +21,8 @@ DEFAULT_PERCENTILES: Tuple[float, float] = (0.5, 99.5)
 # Percentiles are estimated on a regular sub-grid of at most this many samples: exact enough for a
 # display window and it keeps the cost constant for large volumes.
 _MAX_SAMPLES = 1 << 20
+#: Largest finite float32: inputs, windows and outputs must stay within it (fusion runs in float32).
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 Window = Tuple[float, float]
 
@@ -49,14 +51,28 @@ def check_window(window, what: str) -> Window:
         raise FusionInputError(f"{what} must be a pair (low, high); got {window!r}") from None
     if not (np.isfinite(lo) and np.isfinite(hi) and hi > lo):
         raise FusionInputError(f"{what} must be finite with high > low; got ({lo}, {hi})")
+    if max(abs(lo), abs(hi)) > FLOAT32_MAX or not usable_window(lo, hi):
+        raise FusionInputError(
+            f"{what} ({lo}, {hi}) cannot be used in float32, in which MedFusion fuses and returns images: "
+            f"both ends must lie within +-{FLOAT32_MAX:.4g} and be distinct in float32 (width above "
+            f"{1.0 / FLOAT32_MAX:.3g} and above about 1e-7 of their magnitude)")
     return lo, hi
+
+
+def usable_window(lo: float, hi: float) -> bool:
+    """Whether the float32 arithmetic of :func:`normalise` can use ``(lo, hi)``: the ends distinct in
+    float32 and 1 / (hi - lo) finite in float32 (else the scaling overflows and 0 x inf gives NaN)."""
+    with np.errstate(over="ignore"):
+        lo32, hi32 = np.float32(lo), np.float32(hi)
+        return bool(np.isfinite(lo32) and np.isfinite(hi32) and hi32 > lo32
+                    and np.isfinite(np.float32(1.0 / (float(hi32) - float(lo32)))))
 
 
 def robust_window(x: np.ndarray, percentiles: Sequence[float] = DEFAULT_PERCENTILES) -> Window:
     """Intensity window (lo, hi) of ``x`` from its percentiles.
 
-    Falls back to (min, max) when the percentiles coincide, and to (v, v + 1) for a constant image,
-    so the window is never empty.
+    Falls back to (min, max) when the percentiles coincide (or are indistinguishable in float32), and
+    to (v, v + max(1, |v| 2**-20)) for a constant image, so the window is never empty in float32.
 
     Parameters
     ----------
@@ -67,12 +83,20 @@ def robust_window(x: np.ndarray, percentiles: Sequence[float] = DEFAULT_PERCENTI
     """
     lo_p, hi_p = check_percentiles(percentiles)
     sample = _subsample(np.asarray(x))
-    lo, hi = np.percentile(sample, [lo_p, hi_p])
-    if not hi > lo:
+    if sample.dtype.kind in "iu":
+        # numpy interpolates integer percentiles in the input type: x[j] - x[i] overflows for wide
+        # int32/int64 ranges and puts the window outside the data. The sample is at most 1 Mi values.
+        sample = sample.astype(np.float64)
+    lo, hi = (float(v) for v in np.percentile(sample, [lo_p, hi_p]))
+    if not usable_window(lo, hi):
         lo, hi = float(sample.min()), float(sample.max())
-    if not hi > lo:
-        hi = lo + 1.0
-    return float(lo), float(hi)
+    if not usable_window(lo, hi):
+        # Constant (or, in float32, indistinguishable) values. A width of 1 alone is lost in float
+        # rounding above 2**24 (float32) or 2**53 (float64): widen relative to the magnitude too, and
+        # downwards near the top of float32's range.
+        width = max(1.0, abs(lo) * 2.0 ** -20)
+        lo, hi = (lo, lo + width) if lo + width <= FLOAT32_MAX else (lo - width, lo)
+    return lo, hi
 
 
 def normalise(x: np.ndarray, window: Window) -> np.ndarray:
@@ -87,6 +111,13 @@ def normalise(x: np.ndarray, window: Window) -> np.ndarray:
 def denormalise(y: np.ndarray, window: Window, out: np.ndarray = None) -> np.ndarray:
     """Map [0, 1] back to ``window``: lo + y (hi - lo), as float32."""
     lo, hi = window
-    result = np.multiply(y, np.float32(hi - lo), out=out, dtype=np.float32, casting="unsafe")
-    result += np.float32(lo)
+    with np.errstate(over="ignore"):
+        width = np.float32(hi - lo)
+    if np.isfinite(width):
+        result = np.multiply(y, width, out=out, dtype=np.float32, casting="unsafe")
+        result += np.float32(lo)
+        return result
+    # A window wider than float32's range (ends near +-3.4e38): hi y + lo (1 - y) cannot overflow.
+    result = np.multiply(y, np.float32(hi), out=out, dtype=np.float32, casting="unsafe")
+    result += np.multiply(np.subtract(np.float32(1.0), y, dtype=np.float32), np.float32(lo))
     return result

@@ -105,6 +105,11 @@ def _check_array(k: int, a: np.ndarray) -> bool:
             f"be a single slice: one axis of size 1)")
     if a.dtype.kind == "f" and not np.isfinite(a).all():
         raise FusionInputError(f"input {k} contains NaN or infinite values; fusion needs finite values")
+    if a.dtype.kind == "f" and a.dtype.itemsize > 4 and a.size and max(-a.min(), a.max()) > intensity.FLOAT32_MAX:
+        # Fusion runs in float32 and returns float32: such values would overflow to inf.
+        raise FusionInputError(
+            f"input {k} has values up to {max(-a.min(), a.max()):.4g} in magnitude; fusion works in float32, "
+            f"allowed: within +-{intensity.FLOAT32_MAX:.4g} (rescale the image first)")
     return rgb
 
 
@@ -326,8 +331,9 @@ def fuse(images, method: str = DEFAULT_METHOD, *, mode: str = "auto", axis: int 
     ----------
     images : sequence of ndarray
         Two or more arrays of one spatial shape: 2-D ``(H, W)`` or 3-D ``(K, J, I)`` (the axis order of
-        Slicer's ``arrayFromVolume``), any integer or float dtype, finite. An ``(..., 3)`` uint8 array
-        is an RGB image (e.g. pseudo-colour PET). The first input is the anatomical reference.
+        Slicer's ``arrayFromVolume``), any integer or float dtype, finite and within float32's range
+        (+-3.4e38: fusion runs in float32). An ``(..., 3)`` uint8 array is an RGB image (e.g.
+        pseudo-colour PET). The first input is the anatomical reference.
     method : str
         A registered method name (see :func:`MedFusionLib.methods`); default :data:`DEFAULT_METHOD`
         (``'max_detail'``).

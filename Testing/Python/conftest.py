@@ -57,3 +57,20 @@ def slices(phantom3d):
         return (x - x.min()) / (x.max() - x.min())
 
     return {k: unit(phantom3d[k][6:14]) for k in ("mri", "pet", "ct")}
+
+
+# Hypothesis profiles of the property tests (test_properties*.py; docs/reliability.md): 'ci' is the
+# default, derandomised (the same cases on every run) and sized for the 2-core CI machines; 'long'
+# (HYPOTHESIS_PROFILE=long) draws fresh random cases, many more of them. No example database is
+# written into the checkout.
+try:
+    from hypothesis import HealthCheck, settings as _hypothesis_settings
+except ImportError:          # the test extra installs it; without it only the property tests fail
+    pass
+else:
+    _slow_ok = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much]
+    _hypothesis_settings.register_profile("ci", max_examples=30, deadline=None, derandomize=True, database=None,
+                                          suppress_health_check=_slow_ok, print_blob=True)
+    _hypothesis_settings.register_profile("long", max_examples=600, deadline=None, database=None,
+                                          suppress_health_check=_slow_ok, print_blob=True)
+    _hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
