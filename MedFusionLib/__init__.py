@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import importlib
 
-from .errors import FusionCancelled, FusionError, FusionInputError, WeightsError
+from .errors import FusionCancelled, FusionError, FusionInputError, RegistrationError, WeightsError
 from .pipeline import DEFAULT_METHOD, fuse
 from .progress import CancelToken
 from .registry import FAMILIES, MethodSpec, Param, get_method, methods, register
@@ -30,7 +30,8 @@ from .registry import FAMILIES, MethodSpec, Param, get_method, methods, register
 __version__ = "0.1.0"
 
 __all__ = ["fuse", "methods", "get_method", "register", "MethodSpec", "Param", "FAMILIES", "DEFAULT_METHOD",
-           "CancelToken", "FusionError", "FusionInputError", "FusionCancelled", "WeightsError", "__version__"]
+           "CancelToken", "FusionError", "FusionInputError", "FusionCancelled", "RegistrationError",
+           "WeightsError", "__version__"]
 
 # Heavier submodules load on first access, so importing the package stays cheap (Slicer start-up, CLI).
 _LAZY_SUBMODULES = ("metrics", "bridge", "cli", "colour", "intensity", "evaluation", "sampledata", "rules",

@@ -23,3 +23,8 @@ class FusionCancelled(FusionError):
 
 class WeightsError(FusionError):
     """Model weights are missing or unreadable; the message names the command that trains them."""
+
+
+class RegistrationError(FusionError):
+    """Registering an input onto the reference failed (no overlap, too few samples, no improvement): the
+    inputs are not fused; the message says what failed."""

@@ -22,7 +22,6 @@ allocation).
 from __future__ import annotations
 
 import gzip
-import math
 import os
 import re
 import shutil
@@ -404,7 +403,6 @@ def check_fuse_files(inputs: Sequence[str], output: str, method: str, *, mode: s
     if reference is None or any(i is None for i in infos):
         return      # a format sized only by its reader (2-D images are small): the reader checks
     shape = reference.shape
-    colour = colormap is not None or any(i.components >= 3 for i in infos)
     stand_ins = [np.broadcast_to(np.zeros((), np.uint8), shape + (3,)) if i.components >= 3
                  else np.broadcast_to(np.zeros((), np.float32), shape) for i in infos]
     try:

@@ -2,7 +2,8 @@
 
 The command line runs :func:`check_fuse_paths` first, so that a typo in the output folder, a folder given
 as an input or an unknown output format is reported at once, with what is allowed, instead of after the
-fusion ran (issue 12, item 2).
+fusion ran (issue 12, item 2). A folder input must hold exactly one DICOM series, or name one as
+``FOLDER::SERIES_UID`` (issue 11; :mod:`MedFusionLib.dicom`).
 """
 
 from __future__ import annotations
@@ -18,36 +19,43 @@ from .evaluation import IMAGE_SUFFIXES   # the 2-D image files the command line 
 VOLUME_SUFFIXES = (".nrrd", ".nhdr", ".nii", ".nii.gz", ".mha", ".mhd", ".vtk", ".gipl", ".gipl.gz")
 
 
-def _is_dicom(path: str) -> bool:
-    # DICOM Part 10 files carry "DICM" after a 128-byte preamble.
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(132)
-    except OSError:
-        return False
-    return len(head) == 132 and head[128:132] == b"DICM"
-
-
 def explain_folder(path: str) -> str:
-    """Why a folder cannot be an input here, saying whether it holds a DICOM series."""
+    """Why a folder cannot be an input here: it holds no DICOM files (or cannot be listed)."""
     try:
-        names = sorted(os.listdir(path))
+        os.listdir(path)
     except OSError as exc:
         return f"{path!r} is a folder that cannot be listed ({exc.strerror})"
-    dicom = [n for n in names if os.path.isfile(os.path.join(path, n)) and _is_dicom(os.path.join(path, n))]
-    if dicom:
-        return (f"{path!r} is a folder holding a DICOM series ({len(dicom)} DICOM files); medfusion fuse reads "
-                "image or volume files, not DICOM folders yet: export the series as NRRD or NIfTI first (Slicer's "
-                "DICOM module, or dcm2niix)")
     return (f"{path!r} is a folder (no DICOM files in it); medfusion fuse takes one file per input image "
-            f"({', '.join(IMAGE_SUFFIXES + VOLUME_SUFFIXES)})")
+            f"({', '.join(IMAGE_SUFFIXES + VOLUME_SUFFIXES)}) or a folder holding one DICOM series")
+
+
+def check_series_input(path: str) -> None:
+    """A DICOM series input (a folder, or ``FOLDER::SERIES_UID``) names exactly one series.
+
+    A folder without DICOM files is explained; a folder of several series is refused with their UIDs
+    and how to pick one (:func:`MedFusionLib.dicom.select_series`)."""
+    from . import dicom
+
+    folder, uid = dicom.split_series_path(path)
+    if not os.path.isdir(folder):
+        if uid is not None:
+            raise FusionInputError(f"input {path!r}: folder {folder!r} does not exist (a DICOM series is given as "
+                                   f"FOLDER{dicom.SERIES_SEPARATOR}SERIES_UID)")
+        raise FusionInputError(f"input {path!r} does not exist")
+    if not dicom.dicom_files(folder):
+        raise FusionInputError(explain_folder(folder))
+    dicom.select_series(path)
 
 
 def check_input_files(paths: Sequence[str]) -> None:
-    """Every input exists and is a readable file; a folder is explained (DICOM series or not)."""
+    """Every input exists and is a readable file, or names one DICOM series (a folder holding one
+    series, or ``FOLDER::SERIES_UID``)."""
+    from .dicom import is_series_input
+
     for path in paths:
-        if os.path.isdir(path):
-            raise FusionInputError(explain_folder(path))
+        if is_series_input(path):
+            check_series_input(path)
+            continue
         if not os.path.exists(path):
             raise FusionInputError(f"input {path!r} does not exist")
         if not os.access(path, os.R_OK):

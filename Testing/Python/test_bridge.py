@@ -185,6 +185,20 @@ def test_resampling_puts_a_feature_at_its_ras_position(scene, directions):
     np.testing.assert_allclose(centroid(resampled), kji_of(reference, ras), atol=0.1)
 
 
+@pytest.mark.parametrize("dtype", [np.int64, np.uint64])
+def test_64_bit_integer_volumes_are_resampled(scene, dtype):
+    # slicer-core's vtkImageReslice has no VTK_LONG_LONG support: resampling such a node crashed the
+    # process (found by test_properties_bridge). It is resampled as float64 now.
+    reference = _reference(scene)
+    moving = bridge.node_from_array(scene, (cube_volume(SHAPE, (8, 10, 12), half=1) * 1000).astype(dtype),
+                                    "int64", spacing=(1.0, 1.25, 1.5), origin=(-12.0, -14.0, -9.0))
+    moving.SetAndObserveTransformNodeID(add_translation(scene, (3.0, -2.5, 3.0)).GetID())
+    resampled = bridge.resample_to_reference(moving, reference)
+    assert resampled.dtype == np.float64 and resampled.shape == SHAPE
+    np.testing.assert_allclose(centroid(resampled), (10, 8, 15), atol=0.05)
+    assert resampled.min() >= 0 and resampled.max() <= 1000 * cube_volume(SHAPE, (8, 10, 12), half=1).max()
+
+
 def test_voxels_outside_the_input_take_its_minimum(scene):
     reference = _reference(scene)
     small = add_volume(scene, np.full((4, 4, 4), -1000.0, np.float32), "small CT", origin=(0, 0, 0))
@@ -359,6 +373,12 @@ def _volume_with(scene, value):
     return add_volume(scene, array, "one bad voxel")
 
 
+def _volume_with_float64(scene, value):
+    array = np.zeros(SHAPE, np.float64)
+    array[3, 4, 5] = value
+    return add_volume(scene, array, "beyond float32")
+
+
 def _float_vectors(scene):
     return add_volume(scene, np.zeros(SHAPE + (3,), np.float32), "displacement", vector=True)
 
@@ -376,6 +396,7 @@ BAD_CALLS = [
     (lambda s, ct, pet: ([ct, _float_vectors(s)], {}), "only RGB vector volumes"),
     (lambda s, ct, pet: ([ct, add_volume(s, np.full(SHAPE, np.nan, np.float32), "nan")], {}), "NaN or infinite"),
     (lambda s, ct, pet: ([ct, _volume_with(s, np.inf)], {}), "NaN or infinite"),
+    (lambda s, ct, pet: ([_volume_with_float64(s, 1e300), pet], {}), "fusion works in float32"),
     (lambda s, ct, pet: ([ct, pet], dict(method="nope")), "unknown fusion method"),
     (lambda s, ct, pet: ([ct, pet], dict(levels=0)), "levels"),
     (lambda s, ct, pet: ([ct, pet], dict(mode="4d")), "mode must be one of"),

@@ -40,7 +40,8 @@ def test_bad_outputs_are_refused_before_fusing(two_pngs, tmp_path, monkeypatch, 
     assert calls == []
 
 
-def test_a_folder_input_is_explained_and_a_dicom_series_named(two_pngs, tmp_path, monkeypatch, capsys):
+def test_a_folder_input_is_explained_and_broken_dicom_files_named(two_pngs, tmp_path, monkeypatch, capsys):
+    # A folder holding one real DICOM series is an input (test_dicom.py); these folders are not.
     calls = _never_fuse(monkeypatch)
     plain = tmp_path / "plain"
     plain.mkdir()
@@ -52,7 +53,7 @@ def test_a_folder_input_is_explained_and_a_dicom_series_named(two_pngs, tmp_path
     for k in range(3):
         (series / f"IM{k}").write_bytes(b"\0" * 128 + b"DICM" + b"\0" * 16)
     assert cli.main(["fuse", str(series), two_pngs[0], "-o", str(tmp_path / "o.png"), "-q"]) == cli.EXIT_ERROR
-    assert "DICOM series (3 DICOM files)" in capsys.readouterr().err
+    assert "its 3 DICOM files hold no image series" in capsys.readouterr().err
     assert calls == []
 
 
