@@ -207,6 +207,31 @@ def _check_slices(reader, count: int, what: str) -> None:
             "one volume with a regular grid (resample it, e.g. with dcm2niix or Slicer's DICOM module)")
 
 
+def _bits_allocated(path: str) -> int:
+    """Bits Allocated (0028,0100) of one file (16 when it cannot be read: the reader then reports why)."""
+    sitk = import_simpleitk()
+    header = sitk.ImageFileReader()
+    header.SetFileName(path)
+    header.LoadPrivateTagsOff()
+    try:
+        header.ReadImageInformation()
+        return int(_tag(header, "0028|0100") or 16)
+    except (RuntimeError, ValueError):
+        return 16
+
+
+def _narrowed(array: np.ndarray, integral: bool) -> np.ndarray:
+    """The rescaled values (read as floats) in int16 or int32 when every slope and intercept is an integer
+    and the values fit (CT in HU stays integral), else in float32."""
+    if integral and array.size:
+        low, high = float(array.min()), float(array.max())
+        for dtype in (np.int16, np.int32):
+            info = np.iinfo(dtype)
+            if info.min <= low and high <= info.max:
+                return array.astype(dtype)
+    return array.astype(np.float32, copy=False)
+
+
 def read_series(path: str) -> SeriesVolume:
     """Read the DICOM series an input names (see :func:`select_series`) with its geometry.
 
@@ -219,8 +244,8 @@ def read_series(path: str) -> SeriesVolume:
     -------
     SeriesVolume
         The voxels (real-world values: each slice's stored values times its Rescale Slope plus its Rescale
-        Intercept; float32 unless all slopes and intercepts are integers), spacing, origin and direction
-        in RAS, the files in slice order.
+        Intercept; int16 or int32 when all slopes and intercepts are integers and the values fit, else
+        float32), spacing, origin and direction in RAS, the files in slice order.
 
     Raises
     ------
@@ -233,6 +258,11 @@ def read_series(path: str) -> SeriesVolume:
     reader = sitk.ImageSeriesReader()
     reader.SetImageIO("GDCMImageIO")
     reader.SetFileNames(list(info.files))
+    # A float output type: GDCM rescales each slice with its own slope/intercept, but without it the series
+    # reader stores every slice in the pixel type the first slice's rescale implies, so a later slice with a
+    # fractional or larger slope (usual in PET) was truncated or wrapped around (90000 stored as 24464).
+    # float32 holds every rescaled 16-bit value exactly enough; 32-bit stored values are read in float64.
+    reader.SetOutputPixelType(sitk.sitkFloat64 if _bits_allocated(info.files[0]) > 16 else sitk.sitkFloat32)
     reader.MetaDataDictionaryArrayUpdateOn()    # per-slice tags: positions, orientations, slopes
     reader.LoadPrivateTagsOff()
     try:
@@ -250,9 +280,7 @@ def read_series(path: str) -> SeriesVolume:
               for k in range(count)}
     intercepts = {reader.GetMetaData(k, "0028|1052").strip() if reader.HasMetaDataKey(k, "0028|1052") else "0"
                   for k in range(count)}
-    integral = all(float(v) == int(float(v)) for v in slopes | intercepts)
-    if not integral or array.dtype.kind == "f":
-        array = array.astype(np.float32)
+    array = _narrowed(array, all(float(v) == int(float(v)) for v in slopes | intercepts))
     direction_lps = np.array(image.GetDirection(), dtype=np.float64).reshape(3, 3)
     origin_lps = np.array(image.GetOrigin(), dtype=np.float64)
     units = ""

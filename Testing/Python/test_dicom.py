@@ -73,6 +73,23 @@ def test_per_slice_rescale_slope_and_intercept(tmp_path):
     np.testing.assert_allclose(volume.array, expected, rtol=1e-6)
 
 
+@pytest.mark.parametrize("slopes, intercepts", [
+    ([1.0, 1.5, 1.0, 1.0], [0.0] * 4),             # a fractional slope after an integral first one
+    ([1.0] * 4, [0.0, 0.5, 0.0, -0.5]),            # fractional intercepts after an integral first one
+    ([1.0] * 4, [0.0, -70000.0, 0.0, 0.0]),        # an integral intercept leaving uint16's range
+])
+def test_later_slices_are_rescaled_in_their_own_type_not_the_first_slices(tmp_path, slopes, intercepts):
+    # GDCM's series reader alone stores every slice in the pixel type the first slice's rescale implies:
+    # 60000 * 1.5 came back as 24464 (wrapped around) and 60000.5 as 60000 (truncated).
+    stored = np.full((4, 3, 3), 60000, np.uint16)
+    write_series(str(tmp_path / "pt"), stored, modality="PT", slopes=slopes, intercepts=intercepts)
+    volume = dicom.read_series(str(tmp_path / "pt"))
+    expected = 60000.0 * np.array(slopes) + np.array(intercepts)
+    np.testing.assert_array_equal(volume.array[:, 1, 2], expected)
+    integral = all(float(v).is_integer() for v in slopes + intercepts)
+    assert volume.array.dtype == (np.int32 if integral else np.float32)
+
+
 def test_several_series_are_refused_listing_their_uids_and_one_can_be_picked(tmp_path):
     folder = tmp_path / "study"
     uid_ct = write_series(str(folder / "x"), np.zeros((3, 4, 4), np.int16), modality="CT", description="CT body")
