@@ -224,3 +224,30 @@ def test_fuse_docstring_names_the_default_method():
     doc = pipeline.fuse.__doc__
     method_doc = doc[doc.index("    method : str"):doc.index("    mode :")]
     assert "DEFAULT_METHOD" in method_doc and repr(pipeline.DEFAULT_METHOD) in method_doc
+
+
+def test_a_method_that_overshoots_is_clipped_to_the_unit_range_before_mapping():
+    """``_fuse_block`` clips the method's output to [0, 1] before the output window is applied (a learned
+    or transform method may overshoot): a method returning 2 a - 0.5 (values in [-0.5, 1.5]) gives
+    clip(2 a - 0.5, 0, 1) mapped to the output window, for grey and colour output."""
+    from MedFusionLib.registry import _REGISTRY, register
+
+    @register("_test_overshoot", family="classical", summary="2 x first - 0.5 (tests)", reference="none")
+    def overshoot(stack):
+        return 2 * stack[0] - 0.5
+
+    try:
+        a = np.linspace(0, 1, 64, dtype=np.float32).reshape(8, 8)
+        expected = np.clip(2 * a - 0.5, 0, 1)
+        assert expected.min() == 0 and expected.max() == 1 and (2 * a - 0.5).min() < -0.4
+        out = mf.fuse([a, 1 - a], method="_test_overshoot", input_ranges=(0, 1), output_range="unit")
+        np.testing.assert_allclose(out, expected, atol=1e-6)
+        out = mf.fuse([a, 1 - a], method="_test_overshoot", input_ranges=(0, 1), output_range=(10, 20))
+        np.testing.assert_allclose(out, 10 + 10 * expected, atol=1e-5)
+        # colour: the clipped luma goes into the colour conversion (a grey RGB image stays grey)
+        rgb = np.repeat((a * 255).round().astype(np.uint8)[..., None], 3, axis=-1)
+        out = mf.fuse([rgb, a], method="_test_overshoot", input_ranges=[None, (0, 1)])
+        luma = np.clip(2 * (a * 255).round() / 255 - 0.5, 0, 1) * 255
+        np.testing.assert_allclose(out[..., 0].astype(np.float64), luma, atol=1.01)
+    finally:
+        _REGISTRY.pop("_test_overshoot", None)

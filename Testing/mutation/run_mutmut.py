@@ -9,7 +9,12 @@ The tree (``git archive HEAD``, or the tracked files as they are now with ``--wo
 module and to run only the test files that cover it (mutmut then runs, for every mutant, just the tests of
 that selection that call the mutated function). mutmut runs under ``nice -n 19`` with one worker. The
 counts and the surviving mutants go to ``summary.txt`` beside the copy and to stdout; ``mutmut show NAME``
-in the copy prints a mutant's diff. Not part of CI (docs/testing.md, 'Mutation testing').
+in the copy prints a mutant's diff.
+
+mutmut 3 does not mutate decorated functions; in the copy, every top-level function of the module with a
+decorator (``@register(...)``, ``@lru_cache``) is first rewritten as a plain definition followed by
+``name = decorator(name)`` (:func:`undecorate`; caches are dropped instead), so the registered method
+bodies are mutated too (``--keep-decorators`` turns this off). Not part of CI (docs/testing.md, 'Mutation testing').
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import io
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tarfile
@@ -28,6 +34,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 T = "Testing/Python/"
 RULES_TESTS = [T + "test_transforms_rules.py", T + "test_rules_reference.py", T + "test_filters_reference.py",
                T + "test_classical_methods.py"]
+SP_TESTS = [T + "test_signal_processing.py", T + "test_signal_processing_reference.py"]
 #: module name -> (file to mutate, test files that cover it)
 MODULES = {
     "rules": ("MedFusionLib/rules.py", RULES_TESTS),
@@ -38,7 +45,19 @@ MODULES = {
     "pipeline": ("MedFusionLib/pipeline.py", [T + "test_pipeline.py", T + "test_colour.py", T + "test_colour_edges.py"]),
     "families_classical": ("MedFusionLib/families/[pgpw]*.py", [T + "test_classical_methods.py",
                                                               T + "test_families_checks.py"]),
+    "max_detail": ("MedFusionLib/families/detail_transfer.py", [T + "test_max_detail.py"]),
+    "nsst": ("MedFusionLib/transforms/nsst.py", SP_TESTS),
+    "nsct": ("MedFusionLib/transforms/nsct.py", SP_TESTS),
+    "freq": ("MedFusionLib/transforms/_freq.py", SP_TESTS),
+    "csc": ("MedFusionLib/transforms/_csc.py", SP_TESTS),
+    "rules_neural": ("MedFusionLib/rules_neural.py", SP_TESTS),
+    "families_sp": ("MedFusionLib/families/[nc]s*.py", SP_TESTS),      # nsst.py, nsct.py, csr.py
 }
+#: decorators dropped (not re-applied) in the copy: a cache filled by the unmutated stats run would be
+#: inherited by every forked mutant and hide its effect
+DROPPED = {"lru_cache", "functools.lru_cache", "cache", "functools.cache"}
+#: decorators mutmut handles itself
+KEPT = {"staticmethod", "classmethod", "property"}
 
 
 def _lay_out(work: str, worktree: bool) -> None:
@@ -59,7 +78,52 @@ def _lay_out(work: str, worktree: bool) -> None:
             tar.extractall(work, filter="data")
 
 
-def _configure(work: str, module: str, tests) -> None:
+def undecorate(text: str) -> str:
+    """Rewrite top-level ``@decorator`` functions of a module as plain definitions followed by
+    ``name = decorator(name)``, so that mutmut (which skips decorated functions) mutates their bodies.
+
+    Applied to the throw-away copy only. Decorators are re-applied innermost first after the function's
+    last line, so registration (``@register(...)``) still happens at import, with the same arguments,
+    on mutmut's trampoline. Caching decorators (:data:`DROPPED`) are removed instead.
+    """
+    import ast
+
+    tree = ast.parse(text)
+    lines = text.splitlines(keepends=True)
+    edits = []          # (first line to drop, last line to drop, line after which to insert, inserted text)
+    for node in tree.body:
+        if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) or not node.decorator_list:
+            continue
+        names = [ast.get_source_segment(text, d) for d in node.decorator_list]
+        if any(n in KEPT for n in names):
+            continue
+        first = node.decorator_list[0].lineno - 1
+        last = node.lineno - 2                       # the line before ``def``
+        applied = [n for n in reversed(names) if re.sub(r"\(.*", "", n, flags=re.S) not in DROPPED]
+        wrapped = "".join(f"{node.name} = ({n})({node.name})\n" for n in applied)
+        edits.append((first, last, node.end_lineno - 1, wrapped))
+    for first, last, end, wrapped in sorted(edits, reverse=True):
+        lines[end] = lines[end] if lines[end].endswith("\n") else lines[end] + "\n"
+        lines.insert(end + 1, wrapped)
+        del lines[first:last + 1]
+    return "".join(lines)
+
+
+def _undecorate_tree(work: str, pattern: str) -> list:
+    import glob
+
+    changed = []
+    for path in sorted(glob.glob(os.path.join(work, pattern))):
+        text = open(path, encoding="utf-8").read()
+        new = undecorate(text)
+        if new != text:
+            open(path, "w", encoding="utf-8").write(new)
+            changed.append(os.path.relpath(path, work))
+    return changed
+
+
+def _configure(work: str, module: str, tests) -> list:
+    tests = [t for t in tests if os.path.exists(os.path.join(work, t))]     # files not in this tree yet
     path = os.path.join(work, "pyproject.toml")
     text = open(path, encoding="utf-8").read()
     text = re.sub(r"\n\[tool\.mutmut\]\n(?:(?!\n\[).)*", "\n", text, flags=re.S)   # replace any section
@@ -71,6 +135,7 @@ def _configure(work: str, module: str, tests) -> None:
              f"pytest_add_cli_args_test_selection = {quoted(tests)}\n"
              'pytest_add_cli_args = ["-p", "no:cacheprovider", "-q"]\n')
     open(path, "w", encoding="utf-8").write(text)
+    return tests
 
 
 def main(argv=None) -> int:
@@ -80,6 +145,10 @@ def main(argv=None) -> int:
     parser.add_argument("--list", action="store_true", help="print the modules and their test files")
     parser.add_argument("--work-dir", default="/tmp/medfusion-mutmut")
     parser.add_argument("--diffs", action="store_true", help="also write MODULE-survivors.diff (mutmut show)")
+    parser.add_argument("--time-limit", type=float, default=None,
+                        help="stop mutmut after this many seconds; unchecked mutants are listed as such")
+    parser.add_argument("--keep-decorators", action="store_true",
+                        help="do not rewrite decorated functions (mutmut then skips their bodies)")
     args = parser.parse_args(argv)
     if args.list or not args.module:
         for name, (path, tests) in MODULES.items():
@@ -88,12 +157,19 @@ def main(argv=None) -> int:
     path, tests = MODULES[args.module]
     work = os.path.join(args.work_dir, args.module)
     _lay_out(work, args.worktree)
-    _configure(work, path, tests)
+    undecorated = [] if args.keep_decorators else _undecorate_tree(work, path)
+    tests = _configure(work, path, tests)
     mutmut = os.path.join(os.path.dirname(sys.executable), "mutmut")
     env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
     with open(os.path.join(work, "mutmut-run.log"), "w") as log:   # its progress bar, kept out of stdout
-        run = subprocess.run(["nice", "-n", "19", mutmut, "run", "--max-children", "1"], cwd=work, env=env,
-                             stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(["nice", "-n", "19", mutmut, "run", "--max-children", "1"], cwd=work, env=env,
+                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            returncode = proc.wait(timeout=args.time_limit)
+        except subprocess.TimeoutExpired:          # mutmut and its forked workers: one process group
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            returncode = 124
     listing = subprocess.run([mutmut, "results", "--all", "true"], cwd=work, env=env, capture_output=True,
                              text=True).stdout
     status = dict(re.findall(r"^\s+(\S+): (.+)$", listing, flags=re.M))
@@ -101,8 +177,10 @@ def main(argv=None) -> int:
     total = len(status)
     killed = counts.get("killed", 0)
     lines = [f"module {args.module} ({path}); tests: {' '.join(tests)}",
+             "decorators rewritten in: " + (", ".join(undecorated) or "none"),
              f"mutants {total}, " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())),
-             f"score (killed / all) {100.0 * killed / max(total, 1):.1f} %", "not killed:"]
+             f"score (killed / all) {100.0 * killed / max(total, 1):.1f} %"
+             + (" (stopped by --time-limit)" if returncode == 124 else ""), "not killed:"]
     lines += [f"  {name}: {s}" for name, s in sorted(status.items()) if s != "killed"]
     summary = "\n".join(lines) + "\n"
     if args.diffs:
@@ -111,7 +189,7 @@ def main(argv=None) -> int:
         open(os.path.join(args.work_dir, f"{args.module}-survivors.diff"), "w").write("\n".join(diffs))
     open(os.path.join(args.work_dir, f"{args.module}-summary.txt"), "w").write(summary)
     print(summary)
-    return run.returncode
+    return returncode
 
 
 if __name__ == "__main__":
