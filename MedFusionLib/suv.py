@@ -10,12 +10,16 @@ start (Series Date/Time), checked not to be after the earliest Acquisition Date/
 after the scan, e.g. by a vendor's post-processing, would carry a later Series Time: refused rather than
 guessed); with ``ADMIN`` the images are corrected to the injection time and the dose is not decayed.
 
-This follows the QIBA SUV wiki pseudocode and Slicer's PETDICOMExtension (SUVFactorCalculator: the dose
-decayed from Radiopharmaceutical Start Time to the series reference time, body weight in g). Unlike that
-calculator we refuse, naming the tags, what it would compute silently wrong: missing or empty tags, Units
-other than BQML (Philips CNTS needs its private SUV factor), Corrected Image without DECY/ATTN, Decay
-Correction NONE. When only times are given (no Radiopharmaceutical Start DateTime), the injection is taken
-on the series date, or the day before when its time is later than the series time (a scan after midnight).
+This follows the QIBA SUV wiki pseudocode and Slicer's PETDICOMExtension (SUVFactorCalculator: Corrected
+Image with ATTN and DECY, Decay Correction START, the dose decayed from Radiopharmaceutical Start Time to
+the Series Time, body weight in g). Where they differ: that calculator subtracts times of day only (an
+injection before midnight and a scan after it would give a negative decay time) and accepts START only;
+here Radiopharmaceutical Start DateTime is used when present, else the injection is taken on the series
+date, or the day before when its time is later than the series time (a scan after midnight); ``ADMIN``
+is accepted (QIBA leaves it out; the dose is then not decayed); Units must be BQML (GML is SUV already,
+Philips CNTS needs its private SUV factor, not supported); Decay Correction NONE is refused (each bed
+position would need its own decay factor). Every missing, empty or unusable tag is named in one error
+(the calculator reports "Missing some parameters").
 
 Tags (read with pydicom, without pixel data): Modality (0008,0060), Units (0054,1001), Corrected Image
 (0028,0051), Decay Correction (0054,1102), Patient's Weight (0010,1030), Series Date/Time
@@ -139,15 +143,22 @@ def suv_factor(datasets: Sequence) -> SUVFactor:
         raise FusionInputError(f"SUV is computed for PET (Modality PT) series; this one is {modality or 'unknown'}")
     problems: List[str] = []
     units = _text(ds, "Units").upper()
-    if units != "BQML":
+    if units == "GML":
+        problems.append("Units (0054,1001) is GML: the values are body-weight SUV already; read them as stored "
+                        "(pet_units='stored', --pet-units stored)")
+    elif units != "BQML":
         problems.append(f"Units (0054,1001) is {units or 'missing'}, SUV needs BQML (activity concentration "
                         "in Bq/mL; Philips CNTS series need their private SUV factor, not supported)")
     corrected = {v.strip().upper() for v in _text(ds, "CorrectedImage").split("\\") if v.strip()}
-    if corrected and not {"ATTN", "DECY"} <= corrected:
-        problems.append(f"Corrected Image (0028,0051) is {'/'.join(sorted(corrected))}: the images must be "
-                        "attenuation (ATTN) and decay (DECY) corrected")
+    if not {"ATTN", "DECY"} <= corrected:
+        problems.append(f"Corrected Image (0028,0051) is {'/'.join(sorted(corrected)) or 'missing'}: the images "
+                        "must be attenuation (ATTN) and decay (DECY) corrected")
     decay = _text(ds, "DecayCorrection").upper()
-    if decay not in ("START", "ADMIN"):
+    if decay == "NONE":
+        problems.append("Decay Correction (0054,1102) is NONE: the images are not decay corrected, so each bed "
+                        "position would need its own decay factor (QIBA requires decay-corrected images); "
+                        "START or ADMIN is needed")
+    elif decay not in ("START", "ADMIN"):
         problems.append(f"Decay Correction (0054,1102) is {decay or 'missing'}; START or ADMIN is needed")
 
     def number(owner, keyword: str, tag: str, unit: str) -> Optional[float]:

@@ -34,7 +34,8 @@ def write_series(folder: str, stored: np.ndarray, *, modality: str = "CT", spaci
     ``spacing`` is (I, J, K) mm: Pixel Spacing (0028,0030) is (row spacing = J, column spacing = I), the
     slices are ``spacing[2]`` apart. ``slopes``/``intercepts``: one Rescale Slope/Intercept per slice.
     ``pet``: tags for a PT series (keys: weight, dose, half_life, injection_time, series_time, series_date,
-    acquisition_times, decay_correction, units, injection_datetime); a key set to None is left out.
+    acquisition_times, decay_correction, units, injection_datetime, corrected: Corrected Image, default
+    ATTN/DECY); a key set to None is left out.
     ``shuffle_names``: file names in random order, unrelated to the slice order.
     """
     from pydicom.dataset import Dataset, FileMetaDataset
@@ -95,7 +96,8 @@ def _pet_tags(ds, pet, k, DicomSequence, Dataset) -> None:
     put(ds, "PatientWeight", "weight")
     put(ds, "SeriesDate", "series_date")
     put(ds, "SeriesTime", "series_time")
-    ds.CorrectedImage = ["ATTN", "DECY"]
+    if pet.get("corrected", ["ATTN", "DECY"]) is not None:
+        ds.CorrectedImage = pet.get("corrected", ["ATTN", "DECY"])
     if pet.get("acquisition_times") is not None:
         ds.AcquisitionDate = pet["series_date"]
         ds.AcquisitionTime = pet["acquisition_times"][k]

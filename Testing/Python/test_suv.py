@@ -75,6 +75,7 @@ def test_admin_decay_correction_does_not_decay_the_dose(tmp_path):
     ("series_time", "Series Time (0008,0031)"),
     ("decay_correction", "Decay Correction (0054,1102)"),
     ("units", "Units (0054,1001)"),
+    ("corrected", "Corrected Image (0028,0051) is missing"),
 ])
 def test_missing_tags_are_named(tmp_path, missing, named):
     _pet_series(tmp_path / "pt", pet=dict(PET, **{missing: None}))
@@ -99,6 +100,35 @@ def test_refused_units_and_series_after_acquisition(tmp_path):
         suv_factor_from_files(dicom.select_series(str(tmp_path / "late")).files)
     _pet_series(tmp_path / "ok", pet=dict(PET, acquisition_times=["093515", "093700", "093900", "094100"]))
     assert suv_factor_from_files(dicom.select_series(str(tmp_path / "ok")).files).factor == pytest.approx(FACTOR)
+
+
+@pytest.mark.parametrize("tags, says", [
+    (dict(decay_correction="NONE"), "Decay Correction (0054,1102) is NONE: the images are not decay corrected"),
+    (dict(units="GML"), "the values are body-weight SUV already"),
+    (dict(corrected=["ATTN"]), "Corrected Image (0028,0051) is ATTN: the images must be attenuation (ATTN) and "
+                               "decay (DECY) corrected"),
+    (dict(injection_datetime="20240315100000"), "the injection (2024-03-15 10:00:00) is after the series start"),
+])
+def test_uncorrected_or_unsupported_series_are_refused_with_the_reason(tmp_path, tags, says):
+    _pet_series(tmp_path / "pt", pet=dict(PET, **tags))
+    with pytest.raises(FusionInputError) as info:
+        suv_factor_from_files(dicom.select_series(str(tmp_path / "pt")).files)
+    assert says in str(info.value)
+
+
+def test_hand_computed_suv_across_midnight_with_a_start_datetime(tmp_path):
+    # Ga-68 (half-life 4057.7 s), 150 MBq injected on 15 March at 23:50:30.5 (with a UTC offset, which all
+    # times of the study share), series on 16 March at 00:45:00: 3269.5 s; 81 kg.
+    pet = dict(PET, weight="81", dose="150000000", half_life="4057.7", series_date="20240316", series_time="004500",
+               injection_time="235030.5", injection_datetime="20240315235030.5+0100")
+    bq_ml = _pet_series(tmp_path / "pt", pet=pet)
+    factor = suv_factor_from_files(dicom.select_series(str(tmp_path / "pt")).files)
+    expected = 81000.0 / (150e6 * 0.5 ** (3269.5 / 4057.7))      # 5.4e-4 / 0.57207 = 9.4395e-4 mL^-1
+    assert factor.decay_time_s == pytest.approx(3269.5)
+    assert factor.factor == pytest.approx(expected, rel=1e-12)
+    assert expected == pytest.approx(9.4395e-4, rel=1e-4)
+    node = dicom.load_series_node(str(tmp_path / "pt"), bridge.new_scene(), pet_units="suv")
+    np.testing.assert_allclose(bridge.array_from_node(node), bq_ml * expected, rtol=1e-6)
 
 
 def test_suv_of_a_ct_series_is_refused(tmp_path):
