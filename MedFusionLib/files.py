@@ -172,13 +172,16 @@ def fuse_files(inputs: Sequence[str], output: str, method: str = DEFAULT_METHOD,
 def _save_with_transforms(fused, output: str, bridge) -> None:
     """Write the output and the registration transforms beside it: all of them or none (an existing
     transform file is replaced only once the output is written)."""
+    import vtk
+
     from .registration import write_transform
 
     staged = []      # (temporary, final)
     try:
         for k in range(fused.GetNumberOfNodeReferences(bridge.REGISTRATION_ROLE)):
             node = fused.GetNthNodeReference(bridge.REGISTRATION_ROLE, k)
-            matrix = node.GetMatrixTransformFromParent()
+            matrix = vtk.vtkMatrix4x4()
+            node.GetMatrixTransformFromParent(matrix)
             final = transform_path(output, k + 2)
             temporary = final[: -len(".tfm")] + ".staged.tfm"
             staged.append((temporary, final))

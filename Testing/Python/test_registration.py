@@ -67,6 +67,23 @@ def _matrix(vtk_matrix):
     return np.array([[vtk_matrix.GetElement(r, c) for c in range(4)] for r in range(4)])
 
 
+def _from_parent(transform_node):
+    import vtk
+
+    matrix = vtk.vtkMatrix4x4()
+    transform_node.GetMatrixTransformFromParent(matrix)
+    return _matrix(matrix)
+
+
+def _alignment_errors(aligned, moving, mr, ct, expected, unaligned):
+    """Mean absolute difference to the un-moved MR inside the phantom: of ``aligned``, of the exact
+    motion undone by resampling (interpolation blur only), and of the unaligned input."""
+    truth = sitk.GetArrayFromImage(mr)
+    ideal = sitk.GetArrayFromImage(sitk.Resample(moving, ct, expected, sitk.sitkLinear, 0.0))
+    inner = (slice(6, -6),) * 3
+    return tuple(float(np.abs(a[inner] - truth[inner]).mean()) for a in (aligned, ideal, unaligned))
+
+
 def _errors(found_lps, expected_lps):
     """Rotation error (deg) and the largest displacement error (mm) over points spread in the phantom."""
     rotation = found_lps[:3, :3].T @ expected_lps[:3, :3]
@@ -89,7 +106,7 @@ def test_rigid_registration_recovers_5_degrees_and_7_mm(phantom):
     voxels = bridge.array_from_node(moving_node).copy()
     node, report = bridge.register_volume_nodes(reference, moving_node, "rigid")
     # The from-parent matrix is reference RAS -> moving RAS; in LPS it must be the inverse of the motion.
-    found_lps = F4 @ _matrix(node.GetMatrixTransformFromParent()) @ F4
+    found_lps = F4 @ _from_parent(node) @ F4
     angle, shift = _errors(found_lps, _lps(expected))
     assert angle < 0.5 and shift < 1.0, (angle, shift, report)
     assert report.rotation_deg == pytest.approx(5.0, abs=0.5)
@@ -98,12 +115,7 @@ def test_rigid_registration_recovers_5_degrees_and_7_mm(phantom):
     # reference, is the un-moved MR (RAS/LPS and the transform direction are right).
     proxy = bridge._registered_proxy(moving_node, node)
     aligned = bridge.resample_to_reference(proxy, reference)
-    truth = sitk.GetArrayFromImage(mr)
-    ideal = sitk.GetArrayFromImage(sitk.Resample(moving, ct, expected, sitk.sitkLinear, 0.0))
-    inner = (slice(6, -6),) * 3
-    error = np.abs(aligned[inner] - truth[inner]).mean()
-    best = np.abs(ideal[inner] - truth[inner]).mean()        # interpolation blur: the exact motion's error
-    unaligned = np.abs(bridge.array_from_node(moving_node)[inner] - truth[inner]).mean()
+    error, best, unaligned = _alignment_errors(aligned, moving, mr, ct, expected, bridge.array_from_node(moving_node))
     assert error < 0.5 * unaligned and error < 1.3 * best, (error, best, unaligned)
     # The moving node is untouched.
     assert moving_node.GetTransformNodeID() is None
@@ -119,7 +131,7 @@ def test_affine_registration_recovers_the_rigid_motion(phantom):
 
 
 def test_fuse_files_registers_and_writes_the_transform(phantom, tmp_path):
-    ct, _, moving, expected = phantom
+    ct, mr, moving, expected = phantom
     sitk.WriteImage(ct, str(tmp_path / "ct.nrrd"))
     sitk.WriteImage(moving, str(tmp_path / "mr.nrrd"))
     before = os.path.getmtime(tmp_path / "mr.nrrd")
@@ -131,6 +143,26 @@ def test_fuse_files_registers_and_writes_the_transform(phantom, tmp_path):
     angle, shift = _errors(_lps(sitk.ReadTransform(str(tfm))), _lps(expected))
     assert angle < 0.5 and shift < 1.0
     assert not [p for p in os.listdir(tmp_path) if "partial" in p or "staged" in p]
+    # Slicer reads the file back (its transform storage node, as File > Add Data does) as the transform
+    # that, set as the moving volume's parent, aligns it with the reference: the right way round.
+    scene = bridge.new_scene()
+    reference, moving_node = (bridge.load_volume(str(tmp_path / name), scene) for name in ("ct.nrrd", "mr.nrrd"))
+    transform = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode")
+    storage = scene.AddNewNodeByClass("vtkMRMLTransformStorageNode")
+    storage.SetFileName(str(tfm))
+    assert storage.ReadData(transform)
+    angle, shift = _errors(F4 @ _from_parent(transform) @ F4, _lps(expected))
+    assert angle < 0.5 and shift < 1.0
+    unaligned = bridge.resample_to_reference(moving_node, reference)
+    moving_node.SetAndObserveTransformNodeID(transform.GetID())
+    aligned = bridge.resample_to_reference(moving_node, reference)
+    error, best, before = _alignment_errors(aligned, moving, mr, ct, expected, unaligned)
+    assert error < 0.5 * before and error < 1.3 * best, (error, best, before)
+    # The inverse (a transform applied the wrong way round) would double the motion instead.
+    transform.Inverse()
+    wrong = _alignment_errors(bridge.resample_to_reference(moving_node, reference), moving, mr, ct, expected,
+                              unaligned)[0]
+    assert wrong > before, (wrong, before)
 
 
 def test_non_overlapping_inputs_are_an_error_and_nothing_is_written(phantom, tmp_path):
