@@ -39,7 +39,7 @@ from .progress import CancelLike, Progress, ProgressCallback
 
 __all__ = ["new_scene", "node_from_array", "fuse_volume_nodes", "resample_to_reference", "array_from_node", "load_volume",
            "save_volume", "mark_fused", "FUSED_ATTRIBUTE", "FUSED_NOTICE", "register_volume_nodes",
-           "REGISTRATION_ROLE", "REGISTRATION_ATTRIBUTE"]
+           "REGISTRATION_ROLE", "REGISTRATION_ATTRIBUTE", "registered_proxy"]
 
 _SCALAR_CLASS = "vtkMRMLScalarVolumeNode"
 _VECTOR_CLASS = "vtkMRMLVectorVolumeNode"
@@ -507,7 +507,9 @@ def fuse_volume_nodes(input_nodes: Sequence, method: str = pipeline.DEFAULT_METH
     from .registration import check_registration
 
     if check_registration(register) != "none":
-        return _fuse_registered(input_nodes, method, register, scene=scene, output_node=output_node,
+        from .bridge_registration import fuse_registered
+
+        return fuse_registered(input_nodes, method, register, scene=scene, output_node=output_node,
                                 output_name=output_name, progress=progress, cancel=cancel, **fuse_kwargs)
     # 1. Everything is checked before any work.
     nodes = _as_node_list(input_nodes)
@@ -874,138 +876,10 @@ def save_volume(node, path) -> None:
         shutil.rmtree(staging, ignore_errors=True)
 
 
-# --- registration --------------------------------------------------------------------------------------
-#: Node reference role on a fused node pointing at the transform nodes of its registered inputs.
-REGISTRATION_ROLE = "MedFusion.registration"
-#: Attribute of a registration transform node: its report (JSON), see registration.RegistrationReport.
-REGISTRATION_ATTRIBUTE = "MedFusion.Registration"
-
-
-def _check_registrable(node, what: str) -> None:
-    if _volume_kind(node, what) != "scalar":
-        raise FusionInputError(f"{what} is a colour (RGB) volume; registration needs scalar volumes "
-                               "(register the grey volume it was made from, or use register='none')")
-    if node.GetTransformNodeID() is not None:
-        raise FusionInputError(f"{what} has a parent transform; registration works in the volumes' own "
-                               "coordinates: harden the transform first (Data module: Harden transform) or "
-                               "use register='none' to fuse through the transforms as they are")
-
-
-def _sitk_image(node):
-    from .registration import image_from_array
-
-    return image_from_array(_voxel_view(node), _matrix_array(_ijk_to_ras(node)))
-
-
-def register_volume_nodes(reference, moving, kind: str = "rigid", *, name: Optional[str] = None,
-                          progress: Optional[ProgressCallback] = None, cancel: CancelLike = None):
-    """Register a scalar volume node onto a reference and add the result to the scene as a transform node.
-
-    SimpleITK's Mattes mutual-information registration, rigid or affine, multi-resolution
-    (:func:`MedFusionLib.registration.register_images`). Neither node is modified.
-
-    Parameters
-    ----------
-    reference, moving : vtkMRMLScalarVolumeNode
-        In one scene, without parent transforms (harden them first).
-    kind : {"rigid", "affine"}
-    name : str, optional
-        Name of the transform node (default ``"<moving> to <reference> (<kind>)"``).
-    progress, cancel
-        As for :func:`fuse_volume_nodes`.
-
-    Returns
-    -------
-    (vtkMRMLLinearTransformNode, RegistrationReport)
-        The transform node maps the moving volume onto the reference when set as the moving volume's
-        parent transform (its "from parent" matrix is the reference-RAS -> moving-RAS mapping found; Slicer
-        converts from ITK's LPS the same way when it reads the ``.tfm`` file). Its attribute
-        :data:`REGISTRATION_ATTRIBUTE` holds the report as JSON.
-
-    Raises
-    ------
-    FusionInputError
-        Bad nodes or ``kind`` (before any work).
-    RegistrationError
-        The registration failed; nothing is added to the scene.
-    FusionCancelled
-        The caller cancelled; nothing is added to the scene.
-    """
-    from .registration import register_images
-
-    _check_registrable(reference, "the reference " + _describe(reference))
-    _check_registrable(moving, _describe(moving))
-    _check_pair_scene(moving, reference, _describe(moving))
-    if kind not in ("rigid", "affine"):
-        raise FusionInputError(f"unknown registration {kind!r}; allowed: rigid, affine")
-    reporter = Progress.wrap(progress, cancel)
-    reporter.check()
-    result = register_images(_sitk_image(reference), _sitk_image(moving), kind, progress=reporter.report)
-    reporter.check()
-    scene = reference.GetScene()
-    matrix = vtk.vtkMatrix4x4()
-    for row, values in enumerate(result.ras_matrix):
-        for col, value in enumerate(values):
-            matrix.SetElement(row, col, float(value))
-    node = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode", scene.GetUniqueNameByString(
-        name or f"{moving.GetName()} to {reference.GetName()} ({kind})"))
-    node.SetMatrixTransformFromParent(matrix)
-    node.SetAttribute(REGISTRATION_ATTRIBUTE, json.dumps(result.report.as_dict()))
-    return node, result.report
-
-
-def _registered_proxy(node, transform_node):
-    """A new node sharing ``node``'s voxels (shallow copy) and geometry, under ``transform_node``."""
-    scene = node.GetScene()
-    proxy = scene.AddNewNodeByClass(_SCALAR_CLASS, scene.GetUniqueNameByString(f"{node.GetName()} registered"))
-    image = vtk.vtkImageData()
-    image.ShallowCopy(node.GetImageData())
-    proxy.SetIJKToRASMatrix(_ijk_to_ras(node))
-    proxy.SetAndObserveImageData(image)
-    proxy.SetAndObserveTransformNodeID(transform_node.GetID())
-    return proxy
-
-
-def _fuse_registered(input_nodes, method, register, *, scene, output_node, output_name, progress, cancel,
-                     **fuse_kwargs):
-    """fuse_volume_nodes with every further input registered onto the first (see its ``register``)."""
-    nodes = _as_node_list(input_nodes)
-    for k, node in enumerate(nodes):
-        _check_registrable(node, ("the reference " if k == 0 else "") + _describe(node, k))
-    # Everything fuse_volume_nodes would refuse is refused before registering (minutes of work).
-    reference = nodes[0]
-    for k, node in enumerate(nodes[1:], start=1):
-        _check_pair_scene(node, reference, _describe(node, k))
-    shape = tuple(reversed(reference.GetImageData().GetDimensions()))
-    plan_kwargs = {key: value for key, value in fuse_kwargs.items() if key in _PLAN_KEYWORDS}
-    params = {key: value for key, value in fuse_kwargs.items() if key not in _PLAN_KEYWORDS}
-    fusion_plan = pipeline.plan([_stand_in(shape, "scalar") for _ in nodes], method, params=params, **plan_kwargs)
-    if output_node is not None:
-        _check_output_node(output_node, nodes, reference.GetScene(), fusion_plan.colour_output)
-    reporter = Progress.wrap(progress, cancel)
-    if output_name is None and output_node is None:
-        output_name = reference.GetScene().GetUniqueNameByString(
-            f"{reference.GetName()} fused ({fusion_plan.spec.name})")
-    scene_of = reference.GetScene()
-    transforms, proxies = [], []
-    share = 0.5
-    try:
-        for k, node in enumerate(nodes[1:], start=1):
-            part = reporter.sub(share * (k - 1) / (len(nodes) - 1), share * k / (len(nodes) - 1))
-            transform, _ = register_volume_nodes(reference, node, register, progress=part)
-            transforms.append(transform)
-            proxies.append(_registered_proxy(node, transform))
-        fused = fuse_volume_nodes([reference, *proxies], method, scene=scene, output_node=output_node,
-                                  output_name=output_name, progress=reporter.sub(share, 1.0), **fuse_kwargs)
-    except BaseException:
-        for node in transforms:
-            scene_of.RemoveNode(node)
-        raise
-    finally:
-        for proxy in proxies:
-            scene_of.RemoveNode(proxy)
-    fused.RemoveNodeReferenceIDs(REGISTRATION_ROLE)
-    for transform in transforms:
-        fused.AddNodeReferenceID(REGISTRATION_ROLE, transform.GetID())
-    mark_fused(fused, fusion_plan.spec.name, fusion_plan.params, [n.GetName() for n in nodes])
-    return fused
+# --- registration (MedFusionLib/bridge_registration.py; its public names are bridge's too) ---------------
+from .bridge_registration import (  # noqa: E402  (it uses the functions above)
+    REGISTRATION_ATTRIBUTE,
+    REGISTRATION_ROLE,
+    register_volume_nodes,
+    registered_proxy,
+)

@@ -113,7 +113,7 @@ def test_rigid_registration_recovers_5_degrees_and_7_mm(phantom):
     assert report.translation_mm > 3.0 and report.metric_final < report.metric_initial
     # End to end in Slicer's conventions: the moving volume under the transform node, resampled onto the
     # reference, is the un-moved MR (RAS/LPS and the transform direction are right).
-    proxy = bridge._registered_proxy(moving_node, node)
+    proxy = bridge.registered_proxy(moving_node, node)
     aligned = bridge.resample_to_reference(proxy, reference)
     error, best, unaligned = _alignment_errors(aligned, moving, mr, ct, expected, bridge.array_from_node(moving_node))
     assert error < 0.5 * unaligned and error < 1.3 * best, (error, best, unaligned)
