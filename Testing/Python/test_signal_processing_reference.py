@@ -9,7 +9,6 @@ import pytest
 from scipy.ndimage import correlate1d
 from scipy.signal import convolve2d
 
-import MedFusionLib as mf
 from MedFusionLib import rules_neural as neural
 from MedFusionLib.transforms import _freq, nsct, nsst
 

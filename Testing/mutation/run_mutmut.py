@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import fnmatch
 import io
 import os
 import re
@@ -34,7 +35,18 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 T = "Testing/Python/"
 RULES_TESTS = [T + "test_transforms_rules.py", T + "test_rules_reference.py", T + "test_filters_reference.py",
                T + "test_classical_methods.py"]
-SP_TESTS = [T + "test_signal_processing.py", T + "test_signal_processing_reference.py"]
+SP = T + "test_signal_processing.py::"
+SP_REF = T + "test_signal_processing_reference.py"
+#: the transform and rule tests of test_signal_processing.py (its method tests take seconds a mutant)
+TRANSFORM_TESTS = [SP_REF] + [SP + t for t in (
+    "test_perfect_reconstruction_random_and_real_images", "test_shift_invariance_and_batching",
+    "test_directional_bands_select_orientation", "test_coefficients_are_local", "test_transform_bad_input")]
+NEURAL_TESTS = [SP_REF] + [SP + t for t in (
+    "test_pa_pcnn_matches_the_model_equations", "test_nsst_papcnn_is_yin_et_al_written_out",
+    "test_otsu_and_local_measures", "test_dual_channel_scm_credits_the_stronger_source", "test_wncc_extremes")]
+CSC_TESTS = [SP + t for t in ("test_cbpdn_matches_a_direct_lasso_solution", "test_cbpdn_batches_independently",
+                              "test_cbpdn_rejects_bad_iteration_limit")]
+SP_TESTS = [T + "test_signal_processing.py", SP_REF, T + "test_sp_methods_reference.py"]
 #: module name -> (file to mutate, test files that cover it)
 MODULES = {
     "rules": ("MedFusionLib/rules.py", RULES_TESTS),
@@ -46,11 +58,11 @@ MODULES = {
     "families_classical": ("MedFusionLib/families/[pgpw]*.py", [T + "test_classical_methods.py",
                                                               T + "test_families_checks.py"]),
     "max_detail": ("MedFusionLib/families/detail_transfer.py", [T + "test_max_detail.py"]),
-    "nsst": ("MedFusionLib/transforms/nsst.py", SP_TESTS),
-    "nsct": ("MedFusionLib/transforms/nsct.py", SP_TESTS),
-    "freq": ("MedFusionLib/transforms/_freq.py", SP_TESTS),
-    "csc": ("MedFusionLib/transforms/_csc.py", SP_TESTS),
-    "rules_neural": ("MedFusionLib/rules_neural.py", SP_TESTS),
+    "nsst": ("MedFusionLib/transforms/nsst.py", TRANSFORM_TESTS),
+    "nsct": ("MedFusionLib/transforms/nsct.py", TRANSFORM_TESTS),
+    "freq": ("MedFusionLib/transforms/_freq.py", TRANSFORM_TESTS),
+    "csc": ("MedFusionLib/transforms/_csc.py", CSC_TESTS),
+    "rules_neural": ("MedFusionLib/rules_neural.py", NEURAL_TESTS),
     "families_sp": ("MedFusionLib/families/[nc]s*.py", SP_TESTS),      # nsst.py, nsct.py, csr.py
 }
 #: decorators dropped (not re-applied) in the copy: a cache filled by the unmutated stats run would be
@@ -123,7 +135,7 @@ def _undecorate_tree(work: str, pattern: str) -> list:
 
 
 def _configure(work: str, module: str, tests) -> list:
-    tests = [t for t in tests if os.path.exists(os.path.join(work, t))]     # files not in this tree yet
+    tests = [t for t in tests if os.path.exists(os.path.join(work, t.split("::")[0]))]   # files not there yet
     path = os.path.join(work, "pyproject.toml")
     text = open(path, encoding="utf-8").read()
     text = re.sub(r"\n\[tool\.mutmut\]\n(?:(?!\n\[).)*", "\n", text, flags=re.S)   # replace any section
@@ -147,6 +159,9 @@ def main(argv=None) -> int:
     parser.add_argument("--diffs", action="store_true", help="also write MODULE-survivors.diff (mutmut show)")
     parser.add_argument("--time-limit", type=float, default=None,
                         help="stop mutmut after this many seconds; unchecked mutants are listed as such")
+    parser.add_argument("--only", nargs="+", default=None, metavar="GLOB",
+                        help="run only the mutants whose names match (fnmatch), e.g. '*__mutmut_*[05]' for a "
+                             "one-in-five sample or 'MedFusionLib.rules_neural.x_wncc*'; the score counts them only")
     parser.add_argument("--keep-decorators", action="store_true",
                         help="do not rewrite decorated functions (mutmut then skips their bodies)")
     args = parser.parse_args(argv)
@@ -162,7 +177,8 @@ def main(argv=None) -> int:
     mutmut = os.path.join(os.path.dirname(sys.executable), "mutmut")
     env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
     with open(os.path.join(work, "mutmut-run.log"), "w") as log:   # its progress bar, kept out of stdout
-        proc = subprocess.Popen(["nice", "-n", "19", mutmut, "run", "--max-children", "1"], cwd=work, env=env,
+        proc = subprocess.Popen(["nice", "-n", "19", mutmut, "run", "--max-children", "1"] + (args.only or []),
+                                cwd=work, env=env,
                                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         try:
             returncode = proc.wait(timeout=args.time_limit)
@@ -173,19 +189,22 @@ def main(argv=None) -> int:
     listing = subprocess.run([mutmut, "results", "--all", "true"], cwd=work, env=env, capture_output=True,
                              text=True).stdout
     status = dict(re.findall(r"^\s+(\S+): (.+)$", listing, flags=re.M))
+    if args.only:
+        status = {k: v for k, v in status.items() if any(fnmatch.fnmatch(k, g) for g in args.only)}
     counts = collections.Counter(status.values())
     total = len(status)
-    killed = counts.get("killed", 0)
+    killed = counts.get("killed", 0) + counts.get("timeout", 0)      # a timeout is a detected mutant
     lines = [f"module {args.module} ({path}); tests: {' '.join(tests)}",
              "decorators rewritten in: " + (", ".join(undecorated) or "none"),
              f"mutants {total}, " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())),
-             f"score (killed / all) {100.0 * killed / max(total, 1):.1f} %"
+             ("sample: " + " ".join(args.only) if args.only else "all mutants"),
+             f"score ((killed + timeout) / all) {100.0 * killed / max(total, 1):.1f} %"
              + (" (stopped by --time-limit)" if returncode == 124 else ""), "not killed:"]
-    lines += [f"  {name}: {s}" for name, s in sorted(status.items()) if s != "killed"]
+    lines += [f"  {name}: {s}" for name, s in sorted(status.items()) if s not in ("killed", "timeout")]
     summary = "\n".join(lines) + "\n"
     if args.diffs:
         diffs = [subprocess.run([mutmut, "show", name], cwd=work, env=env, capture_output=True, text=True).stdout
-                 for name, s in sorted(status.items()) if s != "killed"]
+                 for name, s in sorted(status.items()) if s not in ("killed", "timeout")]
         open(os.path.join(args.work_dir, f"{args.module}-survivors.diff"), "w").write("\n".join(diffs))
     open(os.path.join(args.work_dir, f"{args.module}-summary.txt"), "w").write(summary)
     print(summary)
