@@ -124,10 +124,14 @@ def test_dwt_fusion_with_every_option_matches_pywavelets_and_the_rules(shape, pa
 def test_laplacian_fusion_with_every_option_in_2d_and_3d(rng):
     """Burt and Adelson's pyramid over the spatial axes, every band-pass level by the detail rule (window,
     threshold, consistency as given), the low-pass residual by the base rule, collapsed."""
-    for shape, params in [((27, 33), dict(levels=3, detail_rule="local_similarity", base_rule="local_energy",
-                                          window=5, threshold=0.3, consistency=True)),
-                          ((12, 14, 15), dict(levels=2, detail_rule="max_abs", base_rule="max_abs", window=3,
-                                              threshold=0.75, consistency=True))]:
+    cases = [((27, 33), dict(levels=3, detail_rule="local_similarity", base_rule="local_energy", window=5,
+                             threshold=0.3, consistency=True), [("window", 3), ("threshold", 0.9)]),
+             ((12, 14, 15), dict(levels=2, detail_rule="max_abs", base_rule="max_abs", window=3, threshold=0.75,
+                                 consistency=True), [("window", 5), ("consistency", False)]),
+             # one level: a large residual, where the base rule's check (over 3 axes) matters
+             ((12, 14, 15), dict(levels=1, detail_rule="mean", base_rule="max_abs", window=3, threshold=0.75,
+                                 consistency=True), [("consistency", False)])]
+    for shape, params, changes in cases:
         sources = _sources(rng, shape, 2 if params["detail_rule"] == "local_similarity" else 3)
         dims = len(shape)
         stack = np.stack([s[None] for s in sources]).astype(np.float32)
@@ -139,7 +143,5 @@ def test_laplacian_fusion_with_every_option_in_2d_and_3d(rng):
         reference = np.clip(reconstruct_laplacian_pyramid(fused, dims)[0], 0, 1)
         ours = _unit(sources, "laplacian", **params)
         np.testing.assert_allclose(ours, reference, atol=2e-5)
-        changes = [("window", 3 if params["window"] == 5 else 5)]
-        changes += [("threshold", 0.9)] if params["detail_rule"] == "local_similarity" else [("consistency", False)]
         for name, value in changes:
             assert np.abs(_unit(sources, "laplacian", **dict(params, **{name: value})) - ours).max() > 1e-4, name
