@@ -108,8 +108,8 @@ def _record_path(state: str, study: str) -> str:
 
 
 def completed_record(study: Study, state: str, key: str) -> Optional[Dict[str, object]]:
-    """The study's completion record if its output is complete (record present, same job key, output of
-    the recorded size and SHA-256), else None."""
+    """The study's completion record if its output is complete (record present, same job key, output and
+    registration transforms of the recorded sizes and SHA-256), else None."""
     try:
         with open(_record_path(state, study.study), encoding="utf-8") as fh:
             record = json.load(fh)
@@ -119,18 +119,38 @@ def completed_record(study: Study, state: str, key: str) -> Optional[Dict[str, o
             return None
         if file_sha256(study.output) != record.get("sha256"):
             return None
+        transforms = record.get("transforms", {})
+        if sorted(transforms) != sorted(transform_files(study)):
+            return None
+        for path, (size, sha256) in transforms.items():
+            if os.path.getsize(path) != size or file_sha256(path) != sha256:
+                return None
         return record
-    except (OSError, ValueError, AttributeError):
+    except (OSError, ValueError, AttributeError, TypeError):
         return None
+
+
+def transform_files(study: Study) -> List[str]:
+    """The registration transforms a registering study writes beside its output (``OUT.input<k>.tfm``)."""
+    from .files import transform_path
+
+    if (study.register or "none") == "none":
+        return []
+    return [transform_path(study.output, k) for k in range(2, len(study.inputs) + 1)]
 
 
 def partial_files(output: str) -> List[str]:
     """Temporary files and folders a writer of ``output`` may leave when its process is killed: the bridge's
-    staging folders (``.NAME.*.tmp``) and the image writer's ``ROOT.partial.EXT``."""
+    staging folders (``.NAME.*.tmp``), the image writer's ``ROOT.partial.EXT`` and the registration
+    transforms' ``OUT.input<k>.staged.tfm`` / ``OUT.input<k>.staged.partial.tfm``."""
+    from .files import transform_path
+
     folder, name = os.path.split(output)
     root, ext = os.path.splitext(output)
     found = glob.glob(os.path.join(glob.escape(folder), f".{glob.escape(name)}.*.tmp"))
     found += [p for p in (f"{root}.partial{ext}", f"{output}.partial") if os.path.exists(p)]
+    transforms = glob.escape(transform_path(output, 2)[: -len("2.tfm")])
+    found += sorted(glob.glob(f"{transforms}*.staged.tfm") + glob.glob(f"{transforms}*.staged.partial.tfm"))
     return found
 
 
@@ -180,19 +200,99 @@ def _write_json(path: str, data: Mapping[str, object]) -> None:
             os.remove(tmp)
 
 
-def _metrics_of(study: Study, names: Sequence[str]) -> Dict[str, float]:
-    """Reference-free metrics of the written output against its inputs (volumes: per slice along axis 0)."""
-    from . import bridge, metrics
+def _input_nodes(study: Study, scene) -> list:
+    """The study's inputs as volume nodes, read as :func:`MedFusionLib.files.fuse_files` reads them (DICOM
+    series through :mod:`MedFusionLib.dicom`, PET in SUV when the row asks), each further input under the
+    registration transform written beside the output when the row registers."""
+    from . import bridge, dicom
+    from .files import transform_path
+
+    pet_units = study.pet_units or "stored"
+    nodes = []
+    for path in study.inputs:
+        if dicom.is_series_input(path):
+            info = dicom.select_series(path)
+            nodes.append(dicom.load_series_node(path, scene, pet_units=pet_units if info.modality == "PT" else None))
+        else:
+            nodes.append(bridge.load_volume(path, scene))
+    if (study.register or "none") != "none":
+        import vtk
+
+        from .dicom import import_simpleitk
+        from .registration import ras_matrix
+
+        sitk = import_simpleitk()
+        for k, node in enumerate(nodes[1:], start=2):
+            matrix = ras_matrix(sitk.ReadTransform(transform_path(study.output, k)))
+            vtk_matrix = vtk.vtkMatrix4x4()
+            for r in range(4):
+                for c in range(4):
+                    vtk_matrix.SetElement(r, c, float(matrix[r, c]))
+            transform = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode")
+            transform.SetMatrixTransformFromParent(vtk_matrix)
+            node.SetAndObserveTransformNodeID(transform.GetID())
+    return nodes
+
+
+def study_metrics(study: Study, names: Sequence[str],
+                  fuse_kwargs: Optional[Mapping[str, object]] = None) -> Dict[str, float]:
+    """Reference-free metrics (:mod:`MedFusionLib.metrics`) of a study's written output against its inputs.
+
+    The metrics follow the published 0..255 convention, so each volume is brought to 0..255 the way the
+    fusion saw it: every input, resampled onto the output's grid (through its registration transform when
+    the row registers), is mapped through its intensity window (its percentiles, or the ``input_ranges``
+    of ``fuse_kwargs``) and rounded; the output is mapped through the window it was written in (the
+    reference's window by default, or the ``output_range``) and rounded (:func:`metrics.protocol_fused`).
+    A colour (RGB) output is scored by its luminance (:func:`metrics.protocol_image`). Volumes are scored
+    per slice along ``axis`` (of ``fuse_kwargs``, default 0) and averaged.
+
+    Parameters
+    ----------
+    study : Study
+        A study whose output is complete.
+    names : sequence of str
+        Metric names (:data:`MedFusionLib.metrics.METRICS`).
+    fuse_kwargs : mapping, optional
+        The cohort's keyword arguments of :func:`MedFusionLib.files.fuse_files`.
+
+    Returns
+    -------
+    dict
+        ``{"metric_<name>": value}``.
+    """
+    import numpy as np
+
+    from . import bridge, intensity
+    from . import metrics as quality
     from .evaluation import read_image
     from .files import is_image_file
 
-    def read(path):
-        if is_image_file(path):
-            return metrics.protocol_image(read_image(path))
-        array = bridge.array_from_node(bridge.load_volume(path, bridge.new_scene()))
-        return metrics.protocol_image(array) if array.ndim == 4 else array.astype("float64")
-
-    scores = metrics.evaluate_all(read(study.output), [read(p) for p in study.inputs], metrics=list(names))
+    options = dict(fuse_kwargs or {})
+    percentiles = options.get("percentiles", intensity.DEFAULT_PERCENTILES)
+    if is_image_file(study.output):      # 2-D image files: 8-bit luminance, as the protocol reads images
+        scores = quality.evaluate_all(quality.protocol_fused(quality.protocol_image(read_image(study.output))),
+                                      [quality.protocol_image(read_image(p)) for p in study.inputs],
+                                      metrics=list(names))
+        return {f"metric_{k}": float(v) for k, v in scores.items()}
+    scene = bridge.new_scene()
+    output = bridge.load_volume(study.output, scene)
+    arrays = [np.asarray(bridge.resample_to_reference(node, output), dtype=np.float64)
+              for node in _input_nodes(study, scene)]
+    fused = bridge.array_from_node(output)
+    ranges = options.get("input_ranges")
+    if ranges is None or (len(ranges) == 2 and np.isscalar(ranges[0])):
+        ranges = [ranges] * len(arrays)
+    windows = [intensity.robust_window(a, percentiles) if r is None else tuple(map(float, r))
+               for a, r in zip(arrays, ranges)]
+    sources = [np.round(intensity.normalise(a, w).astype(np.float64) * 255.0) for a, w in zip(arrays, windows)]
+    if fused.ndim == sources[0].ndim + 1 and fused.shape[-1] in (3, 4):
+        scored = quality.protocol_image(fused)
+    else:
+        out_range = options.get("output_range", "reference")
+        window = windows[0] if out_range == "reference" else (0.0, 1.0) if out_range == "unit" else out_range
+        lo, hi = (float(v) for v in window)
+        scored = quality.protocol_fused((np.asarray(fused, dtype=np.float64) - lo) * (255.0 / (hi - lo)))
+    scores = quality.evaluate_all(scored, sources, axis=int(options.get("axis", 0)), metrics=list(names))
     return {f"metric_{k}": float(v) for k, v in scores.items()}
 
 
@@ -238,12 +338,13 @@ def run_study(study: Study, state: str, key: str, fuse_kwargs: Optional[Mapping[
         seconds = round(time.perf_counter() - start, 3)
         _write_json(_record_path(state, study.study), {
             "study": study.study, "output": study.output, "size": os.path.getsize(study.output),
-            "sha256": file_sha256(study.output), "job": key, "seconds": seconds, "method": study.method,
+            "sha256": file_sha256(study.output),
+            "transforms": {p: [os.path.getsize(p), file_sha256(p)] for p in transform_files(study)}, "job": key, "seconds": seconds, "method": study.method,
             "worker": row["worker"], "run": run, "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
     row.update(status=DONE, seconds=seconds)
     if metrics:
         try:
-            row.update(_metrics_of(study, metrics))
+            row.update(study_metrics(study, metrics, fuse_kwargs))
         except Exception as exc:        # the output is fine; only its scores are missing
             row["error"] = f"metrics: {_describe_error(exc)}"
     return row
@@ -292,18 +393,33 @@ def write_results(rows: Sequence[Mapping[str, object]], out_dir: str, name: str 
 
 
 # --- the cohort -------------------------------------------------------------------------------------------
+def worker_environment(workers: int) -> Dict[str, str]:
+    """Environment of a cohort's worker processes on one machine of ``os.cpu_count()`` cores.
+
+    The cores are shared out between the workers' numpy/torch threads (Dask's own default pins each worker
+    to 1 thread), and glibc's allocator keeps large freed blocks for reuse as :func:`MedFusionLib.runtime.
+    tune_allocator` does in the command line's own process (Dask's default, ``MALLOC_TRIM_THRESHOLD_=65536``,
+    returns them at once: every temporary of tens of MB is page-faulted in again). glibc reads these
+    variables when a process starts, so they must be set before the worker is spawned.
+    """
+    threads = str(max(1, (os.cpu_count() or 1) // max(1, workers)))
+    return {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, "OPENBLAS_NUM_THREADS": threads,
+            "MALLOC_TRIM_THRESHOLD_": str(1 << 30), "MALLOC_MMAP_THRESHOLD_": str(32 << 20)}
+
+
 def _local_cluster(workers: int, cluster_kwargs: Optional[Mapping[str, object]]):
+    import dask
     from distributed import LocalCluster
 
-    # One study at a time per worker process; the cores are shared out between the workers' numpy/torch
-    # threads (Dask's own default environment pins them to 1).
-    threads = str(max(1, (os.cpu_count() or 1) // workers))
+    # One study at a time per worker process (threads_per_worker=1: one task), each with its share of the
+    # cores for numpy/torch. The nannies read ``pre-spawn-environ`` when they are created and set it before
+    # spawning their worker, so that glibc and the BLAS libraries see it at start.
+    environ = worker_environment(workers)
     kwargs: Dict[str, object] = dict(n_workers=workers, threads_per_worker=1, processes=True,
-                                     silence_logs=logging.ERROR, dashboard_address=":8787",
-                                     env={"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads,
-                                          "OPENBLAS_NUM_THREADS": threads})
+                                     silence_logs=logging.ERROR, dashboard_address=":8787")
     kwargs.update(cluster_kwargs or {})
-    return LocalCluster(**kwargs)
+    with dask.config.set({"distributed.nanny.pre-spawn-environ": environ, "distributed.nanny.environ": environ}):
+        return LocalCluster(**kwargs)
 
 
 def dashboard_link(client) -> Optional[str]:
@@ -390,11 +506,11 @@ def fuse_cohort(manifest: str, out_dir: str, method: Optional[str] = None,
     """
     say = log or (lambda message: None)
     started = time.perf_counter()
-    studies = read_manifest(manifest, out_dir, method, params)
+    fuse_kwargs = dict(fuse_kwargs or {})
+    studies = read_manifest(manifest, out_dir, method, params, fuse_kwargs)
     out_dir = os.path.abspath(out_dir)
     state = os.path.join(out_dir, STATE_FOLDER)
     os.makedirs(state, exist_ok=True)
-    fuse_kwargs = dict(fuse_kwargs or {})
     keys = {s.study: job_key(s, fuse_kwargs) for s in studies}
     rows: Dict[str, Dict[str, object]] = {}
     for s in studies:

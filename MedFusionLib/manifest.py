@@ -17,7 +17,8 @@ column          required  meaning
 
 Relative paths are relative to the manifest's folder. :func:`read_manifest` reports every problem of the
 file at once (unknown or missing columns, duplicate study ids or outputs, missing inputs, unknown methods,
-bad parameters or options) in one :class:`ManifestError`, so a cohort never starts half-valid.
+bad parameters or options, parameters the reference's grid does not allow when its header tells the
+grid) in one :class:`ManifestError`, so a cohort never starts half-valid.
 """
 
 from __future__ import annotations
@@ -112,8 +113,40 @@ def _input_problem(path: str) -> Optional[str]:
     return None
 
 
+def _plan_problem(inputs: Sequence[str], method: str, params: Mapping[str, str],
+                  fuse_kwargs: Optional[Mapping[str, object]]) -> Optional[str]:
+    """What :func:`MedFusionLib.pipeline.plan` refuses about this study on its reference's grid, read from
+    the header; None when it plans, or when the grid is not known here (DICOM, 2-D images, other formats:
+    checked when the study runs)."""
+    import numpy as np
+
+    from .memory import volume_info
+    from .pipeline import plan
+
+    if len(inputs) < 2 or any(os.path.isdir(input_location(p)) or SERIES_SEPARATOR in p for p in inputs):
+        return None
+    if not inputs[0].lower().endswith((".nrrd", ".nhdr", ".nii", ".nii.gz", ".mha", ".mhd")):
+        return None
+    try:
+        info = volume_info(inputs[0])
+    except Exception:        # noqa: BLE001 - an unreadable header is the study's error, when it runs
+        return None
+    if info is None or info.components != 1 or len(info.shape) != 3:
+        return None
+    options = {k: v for k, v in dict(fuse_kwargs or {}).items()
+               if k in ("mode", "axis", "batch_size", "percentiles", "input_ranges", "output_range", "colormap",
+                        "colour_space")}
+    stand_in = np.broadcast_to(np.zeros((), np.int32), info.shape)     # zero-stride: no memory, no work
+    try:
+        plan([stand_in] * len(inputs), method, params=dict(params), **options)
+    except FusionInputError as exc:
+        return str(exc)
+    return None
+
+
 def read_manifest(path: str, out_dir: str, method: Optional[str] = None,
-                  params: Optional[Mapping[str, str]] = None) -> List[Study]:
+                  params: Optional[Mapping[str, str]] = None,
+                  fuse_kwargs: Optional[Mapping[str, object]] = None) -> List[Study]:
     """Read and check a cohort manifest; every problem is reported at once.
 
     Parameters
@@ -127,6 +160,12 @@ def read_manifest(path: str, out_dir: str, method: Optional[str] = None,
         problem.
     params : mapping, optional
         The cohort's method parameters; a row's ``params`` override them key by key.
+    fuse_kwargs : mapping, optional
+        The cohort's further options of :func:`MedFusionLib.files.fuse_files` (``mode``, ``axis``, ...).
+        When a row's reference is a volume file whose header gives its grid (NRRD, NIfTI, MetaImage), the
+        whole fusion call is planned on that grid (:func:`MedFusionLib.pipeline.plan`, no voxel read), so
+        that parameters the size does not allow (e.g. too many pyramid levels) and bad options are
+        reported here too. DICOM series and other formats are checked when their study runs.
 
     Returns
     -------
@@ -231,6 +270,10 @@ def read_manifest(path: str, out_dir: str, method: Optional[str] = None,
                                                         else None)
             except FusionInputError as exc:
                 problems.append(f"{where}: {exc}")
+            else:
+                problem = _plan_problem(inputs, study_method, study_params, fuse_kwargs)
+                if problem:
+                    problems.append(f"{where}: {problem}")
 
         register = row.get("register") or None
         if register is not None and register not in REGISTER_VALUES:

@@ -16,11 +16,11 @@ from MedFusionLib import bridge, cli
 from MedFusionLib.cohort import (CANCELLED, DONE, FAILED, SKIPPED, STATE_FOLDER, fuse_cohort, job_key,
                                  partial_files, run_study)
 from MedFusionLib.errors import FusionCancelled
+from MedFusionLib.files import fuse_files
 from MedFusionLib.manifest import ManifestError, read_manifest
 
 SHORT_NRRD = b"NRRD0004\ntype: float\ndimension: 3\nsizes: 10 10 10\nencoding: raw\nendian: little\n\nabc"
 SHAPE = (6, 16, 16)
-WITH_DICOM = False
 
 
 def _write_volume(path, seed):
@@ -148,11 +148,11 @@ def _leftovers(out):
 def test_cohort_survives_a_killed_worker_and_reruns_nothing(tmp_path, client, die_once_method):
     marker, attempts = die_once_method
     client.register_plugin(_die_once_plugin(marker, attempts), name="die-once")
-    manifest = _cohort_folder(tmp_path, with_dicom=WITH_DICOM)
+    manifest = _cohort_folder(tmp_path, with_dicom=True)
     out = str(tmp_path / "out")
     result = fuse_cohort(manifest, out, "max", client=client, progress=False)
 
-    studies = [f"s{i:02d}" for i in range(8)] + (["d0", "d1"] if WITH_DICOM else []) + ["bad", "victim"]
+    studies = [f"s{i:02d}" for i in range(8)] + ["d0", "d1", "bad", "victim"]
     assert [r["study"] for r in result.rows] == studies               # one row per study, manifest order
     status = {r["study"]: r["status"] for r in result.rows}
     assert status.pop("bad") == FAILED and set(status.values()) == {DONE}
@@ -170,9 +170,16 @@ def test_cohort_survives_a_killed_worker_and_reruns_nothing(tmp_path, client, di
     # The outputs are the fusion of their inputs (max of the normalised inputs, mapped to the reference's window).
     fused = bridge.array_from_node(bridge.load_volume(os.path.join(out, "s03.nrrd"), bridge.new_scene()))
     assert fused.shape == SHAPE and np.isfinite(fused).all()
-    if WITH_DICOM:
-        dicom = bridge.array_from_node(bridge.load_volume(os.path.join(out, "d0.nrrd"), bridge.new_scene()))
-        assert dicom.shape == SHAPE
+    # The DICOM studies: read with their geometry (1 mm slices from ImagePositionPatient) on the workers, and
+    # the same voxels as fusing them here.
+    d0 = read_manifest(manifest, out, "max")[8]
+    assert d0.study == "d0"
+    fuse_files(d0.inputs, str(tmp_path / "d0_here.nrrd"), "max")
+    scene = bridge.new_scene()
+    there, here = (bridge.load_volume(p, scene) for p in (os.path.join(out, "d0.nrrd"), str(tmp_path / "d0_here.nrrd")))
+    assert there.GetSpacing() == pytest.approx((1.0, 1.0, 1.0))
+    assert np.array_equal(bridge.array_from_node(there), bridge.array_from_node(here))
+    assert bridge.array_from_node(there).shape == SHAPE
 
     with open(result.table, newline="") as fh:
         table = list(csv.DictReader(fh))
@@ -232,15 +239,17 @@ def test_manifest_problems_are_reported_all_at_once(tmp_path):
         "one,data/a.nrrd;data/b.nrrd,,no_such_method,,\n"
         "four,data/a.nrrd;data/b.nrrd,,laplacian,levels=zero,\n"
         "five,data/a.nrrd,,max,,\n"
-        "six/x,data/a.nrrd;data/b.nrrd,,max,,\n")
+        "six/x,data/a.nrrd;data/b.nrrd,,max,,\n"
+        "seven,data/a.nrrd;data/b.nrrd,,laplacian,levels=4,\n")        # planned on a's header: 16 x 16 slices
     with pytest.raises(ManifestError) as caught:
         read_manifest(str(tmp_path / "m.csv"), str(tmp_path / "out"), "max")
     text = "\n".join(caught.value.problems)
     for expected in ("unknown column(s) 'colour'", "missing.nrrd' does not exist", "also the output of study 'one'",
                      "study id already used on line 2", "unknown fusion method 'no_such_method'", "levels",
-                     "needs at least two inputs", "a study id may hold letters"):
+                     "needs at least two inputs", "a study id may hold letters",
+                     "'seven'): method 'laplacian': levels=4 is too many for images of shape (16, 16)"):
         assert expected in text, expected
-    assert len(caught.value.problems) == 8
+    assert len(caught.value.problems) == 9
     assert "nothing was run" in str(caught.value)
 
 
@@ -306,3 +315,68 @@ def test_cli_cohort_exit_codes(tmp_path, capsys):
     open(manifest, "a").write("s9,data/nothing.nrrd;data/s00_pet.nrrd,\n")
     assert cli.main(["cohort", manifest, "--out", out, "--method", "max", "-q"]) == cli.EXIT_ERROR
     assert "nothing.nrrd' does not exist" in capsys.readouterr().err
+
+
+def test_metrics_are_on_the_published_scale_for_volume_and_dicom_studies(tmp_path):
+    """``metrics``: each input through its intensity window, the output through the reference's, on 0..255.
+    Fusing a volume with itself by ``max`` gives the volume back on the same scale, so SSIM (= SSIM(A, F) +
+    SSIM(B, F), scale-sensitive) is 2 and EN, SD are the source's; DICOM series are read as the fusion read
+    them."""
+    from MedFusionLib import metrics
+    from MedFusionLib.intensity import normalise, robust_window
+
+    manifest = _cohort_folder(tmp_path, n_nrrd=1, with_dicom=True, victim=False)
+    with open(manifest, "a") as fh:
+        fh.write("self,data/s00_mr.nrrd;data/s00_mr.nrrd,\n")
+    out = tmp_path / "out"
+    (out / STATE_FOLDER).mkdir(parents=True)
+    studies = {s.study: s for s in read_manifest(manifest, str(out), "max")}
+    state = str(out / STATE_FOLDER)
+    names = ("EN", "SD", "MI", "SSIM")
+    rows = {name: run_study(studies[name], state, job_key(studies[name]), metrics=names)
+            for name in ("s00", "d0", "self")}
+    for name, row in rows.items():
+        assert row["status"] == DONE and row["error"] == "", (name, row["error"])
+        assert 0 < row["metric_EN"] <= 8 and 0 < row["metric_SD"] <= 128 and row["metric_MI"] > 0, (name, row)
+    same = rows["self"]
+    assert same["metric_SSIM"] == pytest.approx(2.0, abs=1e-3)
+    source = bridge.array_from_node(bridge.load_volume(str(tmp_path / "data" / "s00_mr.nrrd"), bridge.new_scene()))
+    scaled = np.round(normalise(source, robust_window(source)).astype(np.float64) * 255)
+    assert same["metric_SD"] == pytest.approx(metrics.sd(scaled), rel=1e-3)
+    assert same["metric_EN"] == pytest.approx(metrics.en(scaled), rel=1e-3)
+
+
+def test_registration_transforms_are_part_of_a_complete_study(tmp_path, monkeypatch):
+    """A registering study writes OUT.input<k>.tfm beside its output: the completion record covers them (a
+    missing or changed transform redoes the study), and a killed attempt's staged transforms are removed."""
+    import MedFusionLib.files as files
+
+    manifest = _cohort_folder(tmp_path, n_nrrd=1, with_dicom=False, victim=False)
+    lines = open(manifest).read().splitlines()
+    open(manifest, "w").write("study,inputs,method,register\n" + "\n".join(l + ",rigid" for l in lines[1:2]) + "\n")
+    out = tmp_path / "out"
+    (out / STATE_FOLDER).mkdir(parents=True)
+    study = read_manifest(manifest, str(out), "max")[0]
+    state = str(out / STATE_FOLDER)
+    calls = []
+
+    def fake_fuse_files(inputs, output, method, *, params, register="none", **kwargs):
+        calls.append(register)
+        open(output, "wb").write(b"fused")
+        open(files.transform_path(output, 2), "w").write(f"transform {len(calls)}\n")
+        return output
+
+    monkeypatch.setattr(files, "fuse_files", fake_fuse_files)
+    tfm = files.transform_path(study.output, 2)
+    assert tfm == str(out / "s00.input2.tfm")
+    assert run_study(study, state, job_key(study))["status"] == DONE and calls == ["rigid"]
+    assert run_study(study, state, job_key(study))["status"] == SKIPPED and len(calls) == 1
+    open(tfm, "a").write("changed\n")
+    assert run_study(study, state, job_key(study))["status"] == DONE and len(calls) == 2
+    os.remove(tfm)
+    staged = str(out / "s00.input2.staged.tfm")
+    open(staged, "w").write("half")
+    assert partial_files(study.output) == [staged]
+    assert run_study(study, state, job_key(study))["status"] == DONE and len(calls) == 3
+    assert not os.path.exists(staged) and os.path.exists(tfm)
+    assert run_study(study, state, job_key(study))["status"] == SKIPPED
