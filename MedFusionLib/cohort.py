@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Dict, Iterator, List, Mapping, Optional, Sequence
 
 from . import __version__
-from .errors import FusionCancelled, FusionError
+from .errors import FusionCancelled, FusionError, FusionInputError
 from .manifest import Study, input_location, read_manifest
 
 _TIMEOUTS = (TimeoutError, asyncio.TimeoutError)   # distributed.wait's, on Python 3.10 too
@@ -503,10 +503,19 @@ def fuse_cohort(manifest: str, out_dir: str, method: Optional[str] = None,
     ------
     ManifestError
         The manifest has problems (all listed); nothing was run.
+    FusionInputError
+        An unknown metric name; nothing was run.
     """
     say = log or (lambda message: None)
     started = time.perf_counter()
     fuse_kwargs = dict(fuse_kwargs or {})
+    metrics = [metrics] if isinstance(metrics, str) else list(metrics)
+    if metrics:
+        from .metrics import METRICS
+
+        unknown = [m for m in metrics if m not in METRICS]
+        if unknown:
+            raise FusionInputError(f"unknown metric(s) {', '.join(map(repr, unknown))}; known: {' '.join(METRICS)}")
     studies = read_manifest(manifest, out_dir, method, params, fuse_kwargs)
     out_dir = os.path.abspath(out_dir)
     state = os.path.join(out_dir, STATE_FOLDER)

@@ -15,7 +15,7 @@ import pytest
 from MedFusionLib import bridge, cli
 from MedFusionLib.cohort import (CANCELLED, DONE, FAILED, SKIPPED, STATE_FOLDER, fuse_cohort, job_key,
                                  partial_files, run_study)
-from MedFusionLib.errors import FusionCancelled
+from MedFusionLib.errors import FusionCancelled, FusionInputError
 from MedFusionLib.files import fuse_files
 from MedFusionLib.manifest import ManifestError, read_manifest
 
@@ -380,3 +380,10 @@ def test_registration_transforms_are_part_of_a_complete_study(tmp_path, monkeypa
     assert run_study(study, state, job_key(study))["status"] == DONE and len(calls) == 3
     assert not os.path.exists(staged) and os.path.exists(tfm)
     assert run_study(study, state, job_key(study))["status"] == SKIPPED
+
+
+def test_unknown_metric_is_refused_before_work(tmp_path):
+    manifest = _cohort_folder(tmp_path, n_nrrd=1, with_dicom=False, victim=False)
+    with pytest.raises(FusionInputError, match="unknown metric.*'ENTROPY'"):
+        fuse_cohort(manifest, str(tmp_path / "out"), "max", workers=1, progress=False, metrics=("EN", "ENTROPY"))
+    assert not os.path.exists(tmp_path / "out")
