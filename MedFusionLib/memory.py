@@ -21,13 +21,15 @@ allocation).
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import gzip
 import os
 import re
 import shutil
 import struct
 from dataclasses import dataclass
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Dict, Iterator, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -159,15 +161,33 @@ def _describe_plan(spec, shape, mode, axis, batch_size, n_inputs) -> str:
     return f"{spec.name!r} on {n_inputs} inputs of {size}" + (" in 3-D" if mode == "3d" else "")
 
 
+#: Memory the caller holds besides the fusion (bytes, what for), set by :func:`reserving`.
+_RESERVED: contextvars.ContextVar[Tuple[int, str]] = contextvars.ContextVar("medfusion_reserved", default=(0, ""))
+
+
+@contextlib.contextmanager
+def reserving(nbytes: float, what: str) -> Iterator[None]:
+    """Within the block, :func:`check_fusion` leaves ``nbytes`` of the available memory to the caller
+    (e.g. the volumes ``medfusion fuse`` holds while it fuses), so what it says would fit really fits."""
+    token = _RESERVED.set((int(nbytes), what))
+    try:
+        yield
+    finally:
+        _RESERVED.reset(token)
+
+
 def check_fusion(spec, n_inputs: int, spatial_shape: Sequence[int], mode: str, axis: int, batch_size: int,
                  colour_output: bool = False) -> Optional[int]:
     """Raise :class:`MemoryLimitError` when the call's estimated peak exceeds the available memory.
 
     The message gives the estimate, what is available and what would fit (``mode='slices'``, a smaller
-    ``batch_size``). Returns the estimate (None when the available memory is unknown)."""
-    available, source = available_memory()
-    if available is None:
+    ``batch_size``); memory set aside with :func:`reserving` is not available to the fusion. Returns the
+    estimate (None when the available memory is unknown)."""
+    total, source = available_memory()
+    if total is None:
         return None
+    reserved, reserved_for = _RESERVED.get()
+    available = total - reserved
     need = estimate_fusion(spec, n_inputs, spatial_shape, mode, axis, batch_size, colour_output)
     if need <= available:
         return need
@@ -188,11 +208,14 @@ def check_fusion(spec, n_inputs: int, spatial_shape: Sequence[int], mode: str, a
                 hints.append(f"mode='slices', axis={a}")
                 break
     if not hints:
-        hints.append("none of this method's modes: free memory, use a smaller volume (crop or resample it) or a "
-                     "lighter method (e.g. 'average' or 'laplacian')")
+        own = METHOD_FACTORS.get(spec.name, DEFAULT_FACTOR)[0]
+        lighter = [repr(m) for m in ("average", "laplacian") if METHOD_FACTORS[m][0] < own]
+        hints.append("none of this method's modes: free memory, use a smaller volume (crop or resample it)"
+                     + (f" or a lighter method (e.g. {' or '.join(lighter)})" if lighter else ""))
+    held = f" besides {format_size(reserved)} {reserved_for}" if reserved else ""
     raise MemoryLimitError(
         f"fusing {_describe_plan(spec, shape, mode, axis, batch_size, n_inputs)} needs about {format_size(need)} "
-        f"of memory, more than the {format_size(available)} available ({source}). What would fit: "
+        f"of memory{held}, more than the {format_size(total)} available ({source}). What would fit: "
         f"{'; '.join(hints)}.")
 
 
@@ -403,26 +426,18 @@ def check_fuse_files(inputs: Sequence[str], output: str, method: str, *, mode: s
     if reference is None or any(i is None for i in infos):
         return      # a format sized only by its reader (2-D images are small): the reader checks
     shape = reference.shape
+    voxels = reference.voxels
+    # Held while the fusion runs: every input as read, the others resampled onto the reference grid (same
+    # type), and the fused array copied into the output node (float32 at most). The fusion's check, and
+    # what it says would fit, count only the memory left beside them.
+    held = sum(i.nbytes for i in infos) + sum(voxels * i.components * i.itemsize for i in infos[1:]) + voxels * 4
     stand_ins = [np.broadcast_to(np.zeros((), np.uint8), shape + (3,)) if i.components >= 3
                  else np.broadcast_to(np.zeros((), np.float32), shape) for i in infos]
     try:
-        fusion_plan = plan(stand_ins, method, mode=mode, axis=axis, batch_size=batch_size, colormap=colormap)
+        with reserving(held, "for the inputs and output node"):
+            fusion_plan = plan(stand_ins, method, mode=mode, axis=axis, batch_size=batch_size, colormap=colormap)
     except MemoryLimitError:
         raise
     except FusionInputError:
         return      # the real call reports what is wrong with its arguments
-    voxels = reference.voxels
-    # Held while the fusion runs: every input as read, the others resampled onto the reference grid (same
-    # type), and the fused array copied into the output node.
-    out_bytes = voxels * (3 if fusion_plan.colour_output else 4)
-    held = sum(i.nbytes for i in infos) + sum(voxels * i.components * i.itemsize for i in infos[1:]) + out_bytes
-    available, source = available_memory()
-    fusion = estimate_fusion(fusion_plan.spec, len(infos), fusion_plan.spatial_shape, fusion_plan.mode,
-                             fusion_plan.axis, fusion_plan.batch_size, fusion_plan.colour_output)
-    if available is not None and held + fusion > available:
-        raise MemoryLimitError(
-            f"fusing these {len(infos)} volumes (reference {reference.describe()}) with {method!r} needs about "
-            f"{format_size(held + fusion)} of memory ({format_size(held)} for the inputs and output node, "
-            f"{format_size(fusion)} for the fusion), more than the {format_size(available)} available ({source}). "
-            f"Try --mode slices with a smaller --batch-size, or crop/resample the volumes.")
-    check_free_space(output, out_bytes + 65536)
+    check_free_space(output, voxels * (3 if fusion_plan.colour_output else 4) + 65536)

@@ -195,3 +195,30 @@ def test_cli_reports_the_memory_refusal(tmp_path, monkeypatch, capsys):
     assert status == cli.EXIT_ERROR
     assert err.startswith("medfusion: error: ") and "MEDFUSION_MAX_MEMORY=3M" in err
     assert sorted(os.listdir(tmp_path)) == ["a.nrrd", "b.nrrd"]
+
+
+@pytest.mark.parametrize("limit", ["12M", "20M"])
+def test_what_fuse_files_says_would_fit_fits_beside_the_volumes_it_holds(tmp_path, monkeypatch, limit):
+    # The fusion's suggestion used to ignore the inputs and output node fuse_files holds: at 12M it said
+    # "batch_size=4 (about 5.9 MiB)", and fusing so was then refused as needing 12.7 MiB.
+    a, b = tmp_path / "a.nrrd", tmp_path / "b.nrrd"
+    _write_volume(a, (48, 96, 96))
+    _write_volume(b, (48, 96, 96))
+    monkeypatch.setenv("MEDFUSION_MAX_MEMORY", limit)
+    out = str(tmp_path / "out.nrrd")
+    with pytest.raises(MemoryLimitError, match="besides .* for the inputs and output node") as caught:
+        files.fuse_files([str(a), str(b)], out, "laplacian", mode="3d")
+    message = str(caught.value)
+    batch = int(message.split("batch_size=")[1].split(" ")[0])
+    files.fuse_files([str(a), str(b)], out, "laplacian", mode="slices", batch_size=batch)
+    assert os.path.isfile(out)
+
+
+def test_nothing_fits_beside_the_volumes_says_so(tmp_path, monkeypatch):
+    a, b = tmp_path / "a.nrrd", tmp_path / "b.nrrd"
+    _write_volume(a, (48, 96, 96))
+    _write_volume(b, (48, 96, 96))
+    monkeypatch.setenv("MEDFUSION_MAX_MEMORY", "8M")         # the volumes alone take 6.8 MiB
+    with pytest.raises(MemoryLimitError, match="none of this method's modes") as caught:
+        files.fuse_files([str(a), str(b)], str(tmp_path / "out.nrrd"), "laplacian", mode="3d")
+    assert "lighter method (e.g. 'average')" in str(caught.value)
