@@ -31,7 +31,17 @@ def read_image(path: str) -> np.ndarray:
     """Read a 2-D image file as stored (grey (H, W) or RGB (H, W, 3) uint8; alpha dropped)."""
     import imageio.v3 as iio
 
-    image = np.asarray(iio.imread(path))
+    try:
+        image = np.asarray(iio.imread(path))
+    except FileNotFoundError:
+        raise
+    except (OSError, ValueError, RuntimeError, SyntaxError) as exc:
+        # Pillow: truncated or unidentified files (OSError), a broken header (SyntaxError); imageio's
+        # fallbacks (e.g. SimpleITK's plugin: RuntimeError) and "no backend" (ValueError).
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        reason = lines[-1].replace("sitk::ERROR: ", "") if lines else type(exc).__name__
+        raise FusionInputError(f"cannot read {os.fspath(path)!r} as an image ({reason}); readable: PNG, TIFF, "
+                               "JPEG, BMP") from None
     if image.ndim == 3 and image.shape[-1] == 4:
         image = image[..., :3]
     if image.ndim == 3 and image.shape[-1] == 3 and image.dtype != np.uint8:

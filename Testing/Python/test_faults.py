@@ -67,6 +67,23 @@ def test_a_good_file_still_loads_and_stderr_works_afterwards(tmp_path, capfd):
     assert capfd.readouterr().err == "after\n"          # fd 2 restored
 
 
+@pytest.mark.parametrize("content", ["text", "truncated", "empty"])
+def test_a_broken_image_file_is_one_message(tmp_path, capfd, content):
+    # A text file named .png, a PNG cut short, an empty .png: Pillow's OSError or imageio's SimpleITK
+    # fallback's RuntimeError used to reach the user as a traceback (or as "image file is truncated" alone).
+    import imageio.v3 as iio
+
+    good, bad = tmp_path / "good.png", tmp_path / "bad.png"
+    iio.imwrite(good, np.random.default_rng(0).integers(0, 255, (64, 64), dtype=np.uint8))
+    bad.write_bytes({"text": b"this is not a png\n", "truncated": good.read_bytes()[:200], "empty": b""}[content])
+    capfd.readouterr()
+    status = cli.main(["fuse", str(good), str(bad), "-o", str(tmp_path / "out.png"), "-q"])
+    err = capfd.readouterr().err
+    assert status == cli.EXIT_ERROR
+    assert err.count("\n") == 1 and err.startswith(f"medfusion: error: cannot read {str(bad)!r} as an image ("), err
+    assert not (tmp_path / "out.png").exists()
+
+
 # --- atomic writers --------------------------------------------------------------------------------------
 def test_replacing_removes_the_temporary_file_on_error_and_keeps_the_old_file(tmp_path):
     target = tmp_path / "t.csv"
