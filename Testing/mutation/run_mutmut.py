@@ -199,13 +199,14 @@ def main(argv=None) -> int:
              "decorators rewritten in: " + (", ".join(undecorated) or "none"),
              f"mutants {total}, " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())),
              ("sample: " + " ".join(args.only) if args.only else "all mutants"),
-             f"score ((killed + timeout) / all) {100.0 * killed / max(total, 1):.1f} %"
+             f"score ((killed + timeout) / checked) {100.0 * killed / max(total - counts['not checked'], 1):.1f} %"
              + (" (stopped by --time-limit)" if returncode == 124 else ""), "not killed:"]
-    lines += [f"  {name}: {s}" for name, s in sorted(status.items()) if s not in ("killed", "timeout")]
+    lines += [f"  {name}: {s}" for name, s in sorted(status.items())
+              if s not in ("killed", "timeout", "not checked")]
     summary = "\n".join(lines) + "\n"
     if args.diffs:
         diffs = [subprocess.run([mutmut, "show", name], cwd=work, env=env, capture_output=True, text=True).stdout
-                 for name, s in sorted(status.items()) if s not in ("killed", "timeout")]
+                 for name, s in sorted(status.items()) if s not in ("killed", "timeout", "not checked")]
         open(os.path.join(args.work_dir, f"{args.module}-survivors.diff"), "w").write("\n".join(diffs))
     open(os.path.join(args.work_dir, f"{args.module}-summary.txt"), "w").write(summary)
     print(summary)
