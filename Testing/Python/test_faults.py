@@ -210,8 +210,17 @@ def _wait_for_progress(process, needle=b"%|"):
     return seen
 
 
+# SIGTERM (a scheduler stopping the job: exit 143) and SIGINT (Ctrl-C: exit 130) sent mid-fusion.
+SIGNALS = {"SIGTERM": (signal.SIGTERM, 143, {"cli": b"medfusion: terminated (SIGTERM); nothing was written",
+                                              "batch": b"fuse_batch.py: terminated (SIGTERM); nothing was written"}),
+           "SIGINT": (signal.SIGINT, 130, {"cli": b"medfusion: interrupted; nothing was written",
+                                            "batch": b"fuse_batch.py: cancelled; nothing was written"})}
+
+
+@pytest.mark.parametrize("signame", sorted(SIGNALS))
 @pytest.mark.parametrize("command", ["cli", "batch"])
-def test_sigterm_mid_fusion_leaves_nothing(tmp_path, command):
+def test_a_signal_mid_fusion_leaves_nothing(tmp_path, command, signame):
+    signum, status, messages = SIGNALS[signame]
     inputs = tmp_path / "in"
     inputs.mkdir()
     _write_volume(inputs / "a.nrrd", (48, 96, 96), 0)
@@ -234,13 +243,13 @@ def test_sigterm_mid_fusion_leaves_nothing(tmp_path, command):
         else:
             time.sleep(8)                # the batch script shows no progress: well into its fusion by now
         assert process.poll() is None
-        process.send_signal(signal.SIGTERM)
+        process.send_signal(signum)
         _, err = process.communicate(timeout=120)
     finally:
         if process.poll() is None:
             process.kill()
-    assert process.returncode == 143, err.decode(errors="replace")[-3000:]
-    assert b"terminated (SIGTERM); nothing was written" in err
+    assert process.returncode == status, err.decode(errors="replace")[-3000:]
+    assert messages[command] in err
     assert os.listdir(out) == []
 
 
