@@ -127,6 +127,7 @@ class MedFusionParameterNode:
     mode, sliceAxis - native 3-D or slice-wise, and the slice axis (K, J, I).
     colourMode, colourMap, colourSpace - grey or colour output, map of the functional input, colour space.
     device - where learned methods run (auto, cpu, gpu).
+    register - registration of the further inputs onto the reference first (none, rigid, affine).
     outputVolume - fused volume (None: created on Apply).
     showOverlay, overlayOpacity - functional input as foreground overlay.
     computeMetrics, metricsTable - quality metrics of the result, and their table.
@@ -144,6 +145,7 @@ class MedFusionParameterNode:
     colourMap: Annotated[str, Choice(list(options.COLOUR_MAPS))] = "pet"
     colourSpace: Annotated[str, Choice(list(options.COLOUR_SPACES))] = "ycbcr"
     device: Annotated[str, Choice(list(options.DEVICES))] = "auto"
+    register: Annotated[str, Choice(list(options.REGISTRATIONS))] = "none"
     outputVolume: vtkMRMLScalarVolumeNode
     showOverlay: bool = False
     overlayOpacity: Annotated[float, WithinRange(0.0, 1.0)] = 0.5
@@ -467,7 +469,7 @@ class MedFusionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         try:
             return self.logic.checkInputs(reference, others, method, parameters, node.outputVolume,
                                           mode=node.mode, sliceAxis=node.sliceAxis, colourMap=self._colourMap(),
-                                          colourSpace=node.colourSpace)
+                                          colourSpace=node.colourSpace, register=node.register)
         except Exception as error:   # shown, never raised into Qt's event loop
             return f"Cannot check the inputs: {error}"
 
@@ -484,7 +486,8 @@ class MedFusionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         elif len(methods) < 2:
             compareReason = "Check two or more methods to compare."
         else:
-            compareReason = self.logic.checkVolumes(*self._inputs())
+            compareReason = self.logic.checkVolumes(*self._inputs()) or \
+                self.logic.checkRegistration(*self._inputs(), self._parameterNode.register)
         self.ui.compareButton.enabled = compareReason is None
         self.ui.compareButton.toolTip = compareReason or "Run the checked methods and fill one metrics table."
         sideBySideReason = self._whyNot(None) if not self._libraryLoaded or self._busy else \
@@ -543,7 +546,7 @@ class MedFusionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 colourMap=self._colourMap(), colourSpace=node.colourSpace, device=node.device,
                 outputVolume=node.outputVolume, showResult=True, showOverlay=node.showOverlay,
                 overlayOpacity=node.overlayOpacity, overlayColourMap=node.colourMap,
-                computeMetrics=node.computeMetrics,
+                computeMetrics=node.computeMetrics, register=node.register,
                 metricsTable=node.metricsTable, progress=progress, cancel=cancel)
 
         result = self._run("Fusion", work)
@@ -579,7 +582,7 @@ class MedFusionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return self.logic.compareMethods(
                 reference, others, methods, byMethod, mode=node.mode, sliceAxis=node.sliceAxis,
                 colourMap=self._colourMap(), colourSpace=node.colourSpace, device=node.device,
-                metricsTable=node.metricsTable, progress=progress, cancel=cancel)
+                register=node.register, metricsTable=node.metricsTable, progress=progress, cancel=cancel)
 
         outcome = self._run("Compare methods", work)
         if outcome is None:

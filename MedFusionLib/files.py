@@ -162,18 +162,18 @@ def fuse_files(inputs: Sequence[str], output: str, method: str = DEFAULT_METHOD,
              dicom.load_series_node(path, scene, pet_units=pet_units if info.modality == "PT" else None)
              for path, info in zip(inputs, series)]
     fused = bridge.fuse_volume_nodes(nodes, method, progress=progress, register=register, **fuse_kwargs, **params)
-    if register == "none":
-        bridge.save_volume(fused, output)
-        return output
-    _save_with_transforms(fused, output, bridge)
+    save_fused(fused, output)
     return output
 
 
-def _save_with_transforms(fused, output: str, bridge) -> None:
-    """Write the output and the registration transforms beside it: all of them or none (an existing
-    transform file is replaced only once the output is written)."""
+def save_fused(fused, output: str) -> None:
+    """Write a fused volume node to ``output`` and, when its inputs were registered (node references
+    :data:`MedFusionLib.bridge.REGISTRATION_ROLE`), the transform of input ``k`` beside it
+    (:func:`transform_path`): all of them or none (an existing transform file is replaced only once the
+    output is written)."""
     import vtk
 
+    from . import bridge
     from .registration import write_transform
 
     staged = []      # (temporary, final)

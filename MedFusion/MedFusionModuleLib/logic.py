@@ -20,6 +20,7 @@ Example (Slicer's Python console)::
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import threading
@@ -89,6 +90,10 @@ class FusionResult:
     #: What the display set-up did (``display.setupResultDisplay``'s dict; the previous colour table of
     #: the functional input, to restore it, is ``display["overlayPreviousColourNodeID"]``).
     display: Dict[str, Any] = field(default_factory=dict)
+    #: With registration: the transform node of each further input (reference -> input; set as the
+    #: input's parent it aligns the input with the reference), in the order of the inputs.
+    transforms: List[Any] = field(default_factory=list)
+    register: str = "none"
 
     def tableRow(self) -> Dict[str, Any]:
         row: Dict[str, Any] = {
@@ -212,16 +217,34 @@ class MedFusionLogicBase:
                 return str(error)
         return None
 
+    @staticmethod
+    def checkRegistration(referenceVolume, otherVolumes: Sequence, register: str = "none") -> Optional[str]:
+        """Why these volumes cannot be registered (``register`` rigid or affine), or None: an unknown
+        choice, an RGB volume, a volume under a parent transform (``MedFusionLib.bridge_registration``)."""
+        if register == "none" or referenceVolume is None:
+            return None
+        lib = library()
+        from MedFusionLib import bridge_registration, registration
+
+        try:
+            registration.check_registration(register)
+            bridge_registration.check_registrable([referenceVolume] + [n for n in otherVolumes if n is not None])
+        except lib.FusionInputError as error:
+            return str(error)
+        return None
+
     def checkInputs(self, referenceVolume, otherVolumes: Sequence, method: Optional[str],
                     parameters: Optional[Mapping[str, Any]] = None, outputVolume=None, *, mode: str = "auto",
-                    sliceAxis="K", colourMap: Optional[str] = None, colourSpace: str = "ycbcr") -> Optional[str]:
+                    sliceAxis="K", colourMap: Optional[str] = None, colourSpace: str = "ycbcr",
+                    register: str = "none") -> Optional[str]:
         """Why these inputs cannot be fused, or None when they can.
 
         Runs the library's own validation (``MedFusionLib.pipeline.plan``) on stand-in arrays of the
         reference's shape, so the answer is the one the fusion would give, without any work. The panel
         shows the reason as the Apply button's tooltip.
         """
-        reason = self.checkVolumes(referenceVolume, otherVolumes)
+        reason = self.checkVolumes(referenceVolume, otherVolumes) or \
+            self.checkRegistration(referenceVolume, otherVolumes, register)
         if reason is not None:
             return reason
         inputs = [referenceVolume] + [n for n in otherVolumes if n is not None]
@@ -280,7 +303,7 @@ class MedFusionLogicBase:
                 colourMap: Optional[str] = None, colourSpace: str = "ycbcr", device: str = "auto",
                 outputVolume=None, outputName: Optional[str] = None, showResult: bool = True,
                 showOverlay: bool = False, overlayOpacity: float = 0.5, overlayColourMap: Optional[str] = None,
-                computeMetrics: bool = False,
+                computeMetrics: bool = False, register: str = "none",
                 metricsTable=None, progress: Optional[Callable[[float, str], None]] = None,
                 cancel=None) -> FusionResult:
         """Fuse ``referenceVolume`` with ``otherVolumes`` into a volume on the reference's grid (blocking).
@@ -312,7 +335,12 @@ class MedFusionLogicBase:
             through ``overlayColourMap`` (default: ``colourMap``, else ``'pet'``).
         computeMetrics : bool
             Score the result with ``MedFusionLib.metrics`` and write a row to ``metricsTable`` (created
-            when None).
+            when None); with registration, against the registered inputs.
+        register : {'none', 'rigid', 'affine'}
+            ``'rigid'``/``'affine'``: register every further input onto the reference first
+            (``MedFusionLib.bridge.fuse_volume_nodes(register=...)``: SimpleITK, Mattes mutual information);
+            the transform nodes found stay in the scene (``result.transforms``). A failed registration
+            raises ``MedFusionLib.RegistrationError`` and leaves the scene as it was.
         progress : callable, optional
             ``progress(fraction, message)`` for the whole call.
         cancel : MedFusionLib.CancelToken, threading.Event or callable, optional
@@ -341,20 +369,24 @@ class MedFusionLogicBase:
         staged = computeMetrics and outputVolume is not None
         if staged:
             reason = self.checkInputs(referenceVolume, others, method, dict(parameters or {}), outputVolume,
-                                      mode=mode, sliceAxis=sliceAxis, colourMap=colourMap, colourSpace=colourSpace)
+                                      mode=mode, sliceAxis=sliceAxis, colourMap=colourMap, colourSpace=colourSpace,
+                                      register=register)
             if reason is not None:
                 raise lib.FusionInputError(reason)
         result = self._fuse(inputs, method, parameters, mode=mode, sliceAxis=sliceAxis, colourMap=colourMap,
                             colourSpace=colourSpace, device=device, outputVolume=None if staged else outputVolume,
                             outputName=outputName or (outputVolume.GetName() if staged else None),
+                            register=register,
                             progress=reporter.sub(0.0, 1.0 - _METRICS_SHARE if computeMetrics else 1.0))
         try:
             if computeMetrics:
-                result.metrics, result.metricsNote = self.computeMetrics(
-                    result.outputVolume, inputs, colourMap=colourMap, sliceAxis=self._metricsAxis(mode, sliceAxis),
-                    progress=reporter.sub(1.0 - _METRICS_SHARE, 1.0))
+                with self._registeredInputs(inputs, result.transforms) as scored:
+                    result.metrics, result.metricsNote = self.computeMetrics(
+                        result.outputVolume, scored, colourMap=colourMap,
+                        sliceAxis=self._metricsAxis(mode, sliceAxis), progress=reporter.sub(1.0 - _METRICS_SHARE, 1.0))
         except BaseException:
             self._discardNewOutput(result.outputVolume, None if staged else outputVolume)
+            self._discardTransforms(result.transforms)
             raise
         if staged:
             result.outputVolume = self._adoptStaged(result.outputVolume, outputVolume, outputName)
@@ -371,13 +403,13 @@ class MedFusionLogicBase:
         return result
 
     def _fuse(self, inputs: List, method: str, parameters, *, mode, sliceAxis, colourMap, colourSpace, device,
-              outputVolume, outputName, progress) -> FusionResult:
+              outputVolume, outputName, progress, register: str = "none") -> FusionResult:
         lib = library()
         from MedFusionLib import bridge
 
         params = dict(parameters or {})
         reason = self.checkInputs(inputs[0], inputs[1:], method, params, outputVolume, mode=mode,
-                                  sliceAxis=sliceAxis, colourMap=colourMap, colourSpace=colourSpace)
+                                  sliceAxis=sliceAxis, colourMap=colourMap, colourSpace=colourSpace, register=register)
         if reason is not None:
             raise lib.FusionInputError(reason)
         spec = lib.get_method(method)
@@ -391,16 +423,43 @@ class MedFusionLogicBase:
             target, name, replaced = None, outputName or outputVolume.GetName(), outputVolume
         start = time.perf_counter()
         node = bridge.fuse_volume_nodes(inputs, method, output_node=target, output_name=name, progress=progress,
+                                        register=register,
                                         **self.fuseOptions(inputs, mode, sliceAxis, colourMap, colourSpace),
                                         **params)
         seconds = time.perf_counter() - start
+        transforms = [node.GetNthNodeReference(bridge.REGISTRATION_ROLE, k)
+                      for k in range(node.GetNumberOfNodeReferences(bridge.REGISTRATION_ROLE))]
         if replaced is not None:
             self._discardNewOutput(replaced, None)
         shown = {k: v for k, v in params.items() if k != DEVICE_PARAMETER}
         resolved = spec.resolve_params({k: v for k, v in shown.items()})
         resolved = {k: (list(v) if isinstance(v, tuple) else v) for k, v in resolved.items() if k != DEVICE_PARAMETER}
         return FusionResult(outputVolume=node, method=spec.name, parameters=resolved, inputVolumes=list(inputs),
-                            seconds=seconds, colourOutput=colour)
+                            seconds=seconds, colourOutput=colour, transforms=transforms, register=register)
+
+    @staticmethod
+    @contextlib.contextmanager
+    def _registeredInputs(inputs: List, transforms: List):
+        """The inputs as the fusion saw them: each further input under its registration transform (a
+        temporary node sharing its voxels, removed afterwards); the inputs themselves without registration."""
+        if not transforms:
+            yield list(inputs)
+            return
+        from MedFusionLib import bridge
+
+        proxies = [bridge.registered_proxy(node, transform) for node, transform in zip(inputs[1:], transforms)]
+        try:
+            yield [inputs[0]] + proxies
+        finally:
+            for proxy in proxies:
+                proxy.GetScene().RemoveNode(proxy)
+
+    @staticmethod
+    def _discardTransforms(transforms: List) -> None:
+        """Remove registration transform nodes made by a call that then failed or was cancelled."""
+        for transform in transforms:
+            if transform is not None and transform.GetScene() is not None:
+                transform.GetScene().RemoveNode(transform)
 
     def _adoptStaged(self, staging, requested, outputName: Optional[str]):
         """Move a finished staging node's volume into the node the user chose, and remove the staging node.
@@ -422,6 +481,11 @@ class MedFusionLogicBase:
             requested.SetAndObserveTransformNodeID(staging.GetTransformNodeID())
             for key in staging.GetAttributeNames() or ():       # the fused-image provenance marks
                 requested.SetAttribute(key, staging.GetAttribute(key))
+            from MedFusionLib.bridge import REGISTRATION_ROLE
+
+            requested.RemoveNodeReferenceIDs(REGISTRATION_ROLE)    # and the registration transforms
+            for k in range(staging.GetNumberOfNodeReferences(REGISTRATION_ROLE)):
+                requested.AddNodeReferenceID(REGISTRATION_ROLE, staging.GetNthNodeReferenceID(REGISTRATION_ROLE, k))
             requested.SetDescription(staging.GetDescription())
         finally:
             requested.EndModify(was_modifying)
@@ -615,10 +679,14 @@ class MedFusionLogicBase:
     def compareMethods(self, referenceVolume, otherVolumes: Sequence, methods: Sequence[str],
                        parametersByMethod: Optional[Mapping[str, Mapping[str, Any]]] = None, *,
                        mode: str = "auto", sliceAxis="K", colourMap: Optional[str] = None,
-                       colourSpace: str = "ycbcr", device: str = "auto", metricsTable=None,
+                       colourSpace: str = "ycbcr", device: str = "auto", register: str = "none", metricsTable=None,
                        keepOutputs: bool = True, progress=None, cancel=None) -> Tuple[Any, List[FusionResult]]:
         """Run several methods on the same inputs and fill one table: one row per method with its
         metrics and run time.
+
+        With ``register`` rigid or affine the further inputs are registered onto the reference once, before
+        the first method, and every method fuses (and is scored on) the registered inputs; the transform
+        nodes stay in the scene (each result's ``transforms``).
 
         A method that cannot take these inputs (e.g. one defined for two inputs given three) gets a row
         whose note says why, and the others still run. Outputs are named ``"<reference> fused
@@ -642,30 +710,48 @@ class MedFusionLogicBase:
         axis = self._metricsAxis(mode, sliceAxis)
         results: List[FusionResult] = []
         rows: List[FusionResult] = []
+        transforms: List[Any] = []
+        start = 0.0
         try:
-            for index, method in enumerate(methods):
-                share = reporter.sub(index / len(methods), (index + 1) / len(methods))
-                share.report(0.0, f"{method}: fusing")
-                params = dict((parametersByMethod or {}).get(method, {}))
-                try:
-                    result = self._fuse(inputs, method, params, mode=mode, sliceAxis=sliceAxis,
-                                        colourMap=colourMap, colourSpace=colourSpace, device=device,
-                                        outputVolume=None, outputName=None, progress=share.sub(0.0, 0.6))
-                except lib.FusionCancelled:
-                    raise
-                except lib.FusionError as error:
-                    rows.append(FusionResult(outputVolume=None, method=method, parameters=params,
-                                             inputVolumes=inputs, seconds=math.nan,
-                                             colourOutput=self.isColourOutput(inputs, colourMap),
-                                             metricsNote=f"not run: {error}"))
-                    continue
-                results.append(result)
-                result.metrics, result.metricsNote = self.computeMetrics(
-                    result.outputVolume, inputs, colourMap=colourMap, sliceAxis=axis, progress=share.sub(0.6, 1.0))
-                rows.append(result)
+            if register != "none":
+                reason = self.checkVolumes(referenceVolume, otherVolumes) or \
+                    self.checkRegistration(referenceVolume, otherVolumes, register)
+                if reason is not None:
+                    raise lib.FusionInputError(reason)
+                from MedFusionLib import bridge
+
+                start = 0.3
+                for k, node in enumerate(inputs[1:]):
+                    part = reporter.sub(start * k / (len(inputs) - 1), start * (k + 1) / (len(inputs) - 1))
+                    transforms.append(bridge.register_volume_nodes(referenceVolume, node, register, progress=part)[0])
+            with self._registeredInputs(inputs, transforms) as fusedInputs:
+                for index, method in enumerate(methods):
+                    share = reporter.sub(start + (1 - start) * index / len(methods),
+                                         start + (1 - start) * (index + 1) / len(methods))
+                    share.report(0.0, f"{method}: fusing")
+                    params = dict((parametersByMethod or {}).get(method, {}))
+                    try:
+                        result = self._fuse(fusedInputs, method, params, mode=mode, sliceAxis=sliceAxis,
+                                            colourMap=colourMap, colourSpace=colourSpace, device=device,
+                                            outputVolume=None, outputName=None, progress=share.sub(0.0, 0.6))
+                    except lib.FusionCancelled:
+                        raise
+                    except lib.FusionError as error:
+                        rows.append(FusionResult(outputVolume=None, method=method, parameters=params,
+                                                 inputVolumes=inputs, seconds=math.nan,
+                                                 colourOutput=self.isColourOutput(inputs, colourMap),
+                                                 metricsNote=f"not run: {error}"))
+                        continue
+                    result.inputVolumes, result.transforms, result.register = list(inputs), list(transforms), register
+                    results.append(result)
+                    result.metrics, result.metricsNote = self.computeMetrics(
+                        result.outputVolume, fusedInputs, colourMap=colourMap, sliceAxis=axis,
+                        progress=share.sub(0.6, 1.0))
+                    rows.append(result)
         except BaseException:
             for result in results:
                 self._discardNewOutput(result.outputVolume, None)
+            self._discardTransforms(transforms)
             raise
         table = metricsTable if metricsTable is not None else self.newMetricsTable(referenceVolume.GetScene())
         self.writeMetricsTable(table, rows, sliceAxis=axis)

@@ -29,6 +29,10 @@ COLOUR_MAPS = ("pet", "hot", "rainbow", "grey")
 #: Luminance/chroma transforms of :mod:`MedFusionLib.colour` (``COLOUR_SPACES``).
 COLOUR_SPACES = ("ycbcr", "ihs")
 
+#: Registration of every further input onto the reference before fusion (``MedFusionLib.registration``):
+#: none (co-registered already), rigid, affine.
+REGISTRATIONS = ("none", "rigid", "affine")
+
 #: Where learned methods run: ``auto`` is the GPU when PyTorch sees one, else the CPU.
 DEVICES = ("auto", "cpu", "gpu")
 

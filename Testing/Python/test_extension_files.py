@@ -271,9 +271,22 @@ def test_slicer_parameter_names_match_the_parameter_node():
 def test_choice_fields_offer_exactly_the_panel_options():
     fields = _parameter_fields()
     expected = {"mode": options.MODES, "sliceAxis": options.SLICE_AXES, "colourMode": options.COLOUR_MODES,
-                "colourMap": options.COLOUR_MAPS, "colourSpace": options.COLOUR_SPACES, "device": options.DEVICES}
+                "colourMap": options.COLOUR_MAPS, "colourSpace": options.COLOUR_SPACES, "device": options.DEVICES,
+                "register": options.REGISTRATIONS}
     for field, values in expected.items():
         assert _eval_choices(fields[field][0]) == list(values)
+
+
+def test_registration_choice_is_in_the_inputs_section_and_reaches_the_logic():
+    # The combo box sits with the inputs (what is registered onto what), bound to the parameter node, and
+    # Apply and Compare pass its value to the logic, which checks it like every other input.
+    inputs = next(w for w in _ui().iter("widget") if w.get("name") == "inputsCollapsibleButton")
+    combo = next(w for w in inputs.iter("widget") if w.get("name") == "registerComboBox")
+    assert combo.get("class") == "QComboBox" and _property(combo, "SlicerParameterName") == "register"
+    assert ast.literal_eval(_parameter_fields()["register"][1]) == "none"
+    source = _read(MODULE_PY)
+    assert source.count("register=node.register") == 3     # checkInputs (tooltip), process, compareMethods
+    assert "checkRegistration(" in source
 
 
 def test_mrml_widgets_receive_the_scene():

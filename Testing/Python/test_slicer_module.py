@@ -62,6 +62,9 @@ def test_panel_choices_match_the_library():
     assert options.MODES == pipeline.MODES
     assert set(options.COLOUR_MAPS) == set(colour.COLORMAPS)
     assert options.COLOUR_SPACES == colour.COLOUR_SPACES
+    from MedFusionLib.registration import REGISTRATIONS
+
+    assert options.REGISTRATIONS == REGISTRATIONS
     assert options.DEFAULT_METHOD == MedFusionLib.DEFAULT_METHOD
     assert options.LEARNED_FAMILY in FAMILIES
     assert [options.axisIndex(a) for a in ("K", "j", "I", 0, 2)] == [0, 1, 2, 0, 2]

@@ -77,6 +77,9 @@ def buildParser() -> argparse.ArgumentParser:
     parser.add_argument("--colour-space", default="ycbcr", choices=("ycbcr", "ihs"))
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "gpu"),
                         help="where learned methods run")
+    parser.add_argument("--register", default="none", choices=("none", "rigid", "affine"),
+                        help="register every further input onto the reference first (SimpleITK, Mattes mutual "
+                             "information); the transform of input K is written as OUTPUT.input<K>.tfm")
     parser.add_argument("--metrics", default=None, metavar="CSV", help="also write the quality metrics to this CSV")
     parser.add_argument("--install-dependencies", action="store_true",
                         help="install missing Python packages (Slicer only; this flag is the consent)")
@@ -124,17 +127,18 @@ def fuseFiles(args, scene) -> str:
         raise MedFusionLib.FusionInputError("; ".join(problems))
     result = logic.process(nodes[0], nodes[1:], spec.name, resolved, mode=args.mode, sliceAxis=args.axis,
                            colourMap=args.colormap, colourSpace=args.colour_space, device=args.device,
-                           showResult=False, computeMetrics=bool(args.metrics))
+                           showResult=False, computeMetrics=bool(args.metrics), register=args.register)
     from MedFusionLib.atomic import replacing
+    from MedFusionLib.files import save_fused   # the volume and, when registered, the transforms beside it
 
     # The metrics CSV is written to a temporary name first and renamed only once the volume is saved: on
     # any error (a full disk, Ctrl-C, SIGTERM) neither file is left half-written, nor the CSV alone.
     if args.metrics:
         with replacing(args.metrics) as csvTemporary:
             _writeCsv(result.metricsTable, csvTemporary)
-            bridge.save_volume(result.outputVolume, args.output)
+            save_fused(result.outputVolume, args.output)
     else:
-        bridge.save_volume(result.outputVolume, args.output)
+        save_fused(result.outputVolume, args.output)
     return f"{spec.name}: fused {len(nodes)} volumes in {result.seconds:.2f} s -> {args.output}"
 
 
