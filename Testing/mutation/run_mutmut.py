@@ -62,6 +62,8 @@ MODULES = {
     "nsst": ("MedFusionLib/transforms/nsst.py", TRANSFORM_TESTS),
     "nsct": ("MedFusionLib/transforms/nsct.py", TRANSFORM_TESTS),
     "freq": ("MedFusionLib/transforms/_freq.py", TRANSFORM_TESTS),
+    "transforms_sp": (("MedFusionLib/transforms/nsst.py", "MedFusionLib/transforms/nsct.py",
+                       "MedFusionLib/transforms/_freq.py"), TRANSFORM_TESTS),          # the three at once
     "csc": ("MedFusionLib/transforms/_csc.py", CSC_TESTS),
     "rules_neural": ("MedFusionLib/rules_neural.py", NEURAL_TESTS),
     "families_sp": ("MedFusionLib/families/[nc]s*.py", SP_TESTS),      # nsst.py, nsct.py, csr.py
@@ -143,7 +145,7 @@ def _configure(work: str, module: str, tests) -> list:
     quoted = lambda items: "[" + ", ".join(f'"{x}"' for x in items) + "]"   # noqa: E731
     text += ("\n[tool.mutmut]\n"
              'source_paths = ["MedFusionLib"]\n'
-             f"only_mutate = {quoted([module])}\n"
+             f"only_mutate = {quoted([module] if isinstance(module, str) else list(module))}\n"
              'also_copy = ["Testing/"]\n'
              f"pytest_add_cli_args_test_selection = {quoted(tests)}\n"
              'pytest_add_cli_args = ["-p", "no:cacheprovider", "-q"]\n')
@@ -173,7 +175,8 @@ def main(argv=None) -> int:
     path, tests = MODULES[args.module]
     work = os.path.join(args.work_dir, args.module)
     _lay_out(work, args.worktree)
-    undecorated = [] if args.keep_decorators else _undecorate_tree(work, path)
+    patterns = [path] if isinstance(path, str) else list(path)
+    undecorated = [] if args.keep_decorators else [f for p in patterns for f in _undecorate_tree(work, p)]
     tests = _configure(work, path, tests)
     mutmut = os.path.join(os.path.dirname(sys.executable), "mutmut")
     env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
