@@ -215,14 +215,16 @@ def plan(images, method: str = DEFAULT_METHOD, *, mode: str = "auto", axis: int 
     else:
         output_range = intensity.check_window(output_range, "output_range")
 
+    # Checked in every mode (2-D and 3-D calls ignore it): batch_size=0 was accepted unless slicing.
+    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer))
+                                   or batch_size < 1):
+        raise FusionInputError(f"batch_size must be a positive integer; got {batch_size!r}")
     if resolved_mode == "slices":
         depth = spatial_shape[axis]
         per_slice = int(np.prod(item_shape))
         default = max(1, _BATCH_VOXELS // per_slice)
         if batch_size is None:
             batch_size = default
-        elif not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-            raise FusionInputError(f"batch_size must be a positive integer; got {batch_size!r}")
         batch_size = min(int(batch_size), depth) if spec.batched else 1
     else:
         batch_size = 1

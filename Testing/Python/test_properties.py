@@ -447,3 +447,12 @@ def test_tiny_range_input_gives_finite_output():
     tiny = 1e-300 * (1.0 + np.arange(64, dtype=np.float64).reshape(8, 8))
     out = mf.fuse([tiny, np.eye(8)], "average", output_range="unit")
     _finite_within(out, 0.0, 1.0)
+
+
+@pytest.mark.parametrize("shape, mode", [((24, 24), "auto"), ((2, 24, 24), "3d"), ((2, 24, 24), "slices")])
+@pytest.mark.parametrize("batch_size", [0, -3, 2.5, True, "4"])
+def test_an_invalid_batch_size_is_refused_in_every_mode(shape, mode, batch_size):
+    # batch_size=0 was checked only when slicing: a 2-D or 3-D call accepted it (found by the ci profile).
+    a = np.random.default_rng(0).random(shape)
+    _refused_before_work([a, a[::-1].copy()], "batch_size must be a positive integer", method="average", mode=mode,
+                         batch_size=batch_size)
