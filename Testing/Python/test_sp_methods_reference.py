@@ -22,14 +22,16 @@ def _unit(images, method, **kw):
 
 @pytest.fixture(scope="module")
 def sources():
-    """Three 32 x 36 sources: a shared texture, each sharp on its own third, offsets apart."""
+    """Three 32 x 36 sources: a shared texture, each sharp and brighter on its own third (so every source
+    wins the low band and the detail somewhere)."""
     from scipy import ndimage as ndi
     rng = np.random.default_rng(11)
     texture = ndi.gaussian_filter(rng.random((32, 36)), 0.8)
     texture = (texture - texture.min()) / (texture.max() - texture.min())
     blurred = ndi.gaussian_filter(texture, 2.0)
     third = (np.arange(32) * 3 // 32)[:, None]
-    out = [np.clip(np.where(third == k, texture, blurred) * 0.8 + 0.06 * k, 0, 1) for k in range(3)]
+    out = [np.clip(np.where(third == k, texture, blurred) * 0.6 + 0.25 * (third == k) + 0.03 * k, 0, 1)
+           for k in range(3)]
     return [x.astype(np.float32).astype(np.float64) for x in out]
 
 
@@ -82,12 +84,18 @@ def test_nsst_dcscm_written_out(n, sources):
         return rules.local_energy_rule(band, 5)
 
     def high(band):
-        return _choose(band, neural.dual_channel_scm(neural.modified_average_gradient(band), 41, beta=0.55))
+        return _choose(band, neural.dual_channel_scm(neural.modified_average_gradient(band), 41, beta=2.5))
 
     images = sources[:n]
     reference = _bandwise(images, nsst_decompose, nsst_reconstruct, (4, 6), low, high)
-    ours = _unit(images, "nsst_dcscm", directions=(4, 6), iterations=41, beta=0.55, window=5)
+    ours = _unit(images, "nsst_dcscm", directions=(4, 6), iterations=41, beta=2.5, window=5)
     np.testing.assert_allclose(ours, reference, atol=1e-5)
+    # beta does not change the decision: the linking factor (1 + beta K) is common to all channels, so the
+    # credited channel is the argmax of the stimuli wherever the neuron fires; only the window is checked
+    for name, value in [("window", 3)]:
+        other = _unit(images, "nsst_dcscm", **dict(dict(directions=(4, 6), iterations=41, beta=2.5, window=5),
+                                                   **{name: value}))
+        assert np.abs(other - ours).max() > 1e-4, name
 
 
 def test_nsst_similarity_with_band_features_written_out(sources):
@@ -136,6 +144,32 @@ def test_nsct_method_written_out(low_rule, high_rule, sources):
         ours = _unit(images, "nsct", directions=(2, 4), low_rule=low_rule, high_rule=high_rule, window=window,
                      iterations=43)
         np.testing.assert_allclose(ours, reference, atol=1e-5)
+        if low_rule == "local_energy":                                  # the window of the low rule matters
+            other = _unit(images, "nsct", directions=(2, 4), low_rule=low_rule, high_rule=high_rule, window=3,
+                          iterations=43)
+            assert np.abs(other - ours).max() > 1e-4
+
+
+def test_fuse_bandwise_reports_one_unit_per_band_and_reconstruction(sources, monkeypatch):
+    """units = chunks x (bands + 1): report k says k / units, band reports then one reconstruction per chunk."""
+    from MedFusionLib.transforms.nsst import NSSTBands
+
+    reports = []
+
+    class Recorder:
+        def report(self, fraction, message=""):
+            reports.append((fraction, message))
+
+    stack = np.stack([np.stack([x, x[::-1]]) for x in sources[:2]]).astype(np.float32)     # (2, 2, H, W)
+    monkeypatch.setattr(nsst_family, "_CHUNK_PIXELS", 32 * 36)
+    for per_level in (False, True):
+        reports.clear()
+        high = (lambda b: b.max(axis=0)) if per_level else (lambda b: b[0])
+        nsst_family.fuse_bandwise(stack, NSSTBands, (2, 4), lambda b: b.mean(axis=0), high, Recorder(),
+                                  per_level=per_level)
+        units = 2 * (2 + 4 + 1)
+        assert [f for f, _ in reports] == pytest.approx([(k + 1) / units for k in range(units)])
+        assert [m for _, m in reports] == (["fusing NSST/NSCT bands"] * 6 + ["reconstructing"]) * 2
 
 
 @pytest.mark.parametrize("method,params", [("nsst_papcnn", {"iterations": 30}),
