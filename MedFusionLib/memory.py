@@ -365,9 +365,33 @@ def _read_with_simpleitk(path: str) -> Optional[VolumeInfo]:
     return VolumeInfo(tuple(reversed(size)), max(1, components), itemsize)
 
 
+def _series_info(path: str) -> Optional[VolumeInfo]:
+    """A DICOM series input's grid from its first file's header: slices x rows x columns, read as float32
+    (float64 for 32-bit stored values), as :func:`MedFusionLib.dicom.read_series` reads it. A folder is
+    never handed to a file reader (SimpleITK's HDF5 probe printed pages of 'Is a directory' to stderr)."""
+    from . import dicom
+
+    try:
+        series = dicom.select_series(path)
+        sitk = dicom.import_simpleitk()
+        reader = sitk.ImageFileReader()
+        reader.SetImageIO("GDCMImageIO")
+        reader.SetFileName(series.files[0])
+        reader.ReadImageInformation()
+        columns, rows = reader.GetSize()[:2]
+        itemsize = 8 if dicom._bits_allocated(series.files[0]) > 16 else 4
+    except Exception:   # noqa: BLE001 - unreadable here means: leave it to the series reader
+        return None
+    return VolumeInfo((len(series.files), int(rows), int(columns)), 1, itemsize)
+
+
 def volume_info(path: str) -> Optional[VolumeInfo]:
     """The voxel grid a volume file's header claims, read without reading its voxels; None when the
     format is not one read here or the header is unreadable (then the reader itself will say why)."""
+    from .dicom import is_series_input
+
+    if is_series_input(path):
+        return _series_info(path)
     lower = os.fspath(path).lower()
     try:
         if lower.endswith((".nrrd", ".nhdr")):

@@ -115,6 +115,18 @@ def test_headers_are_read_without_the_voxels(tmp_path):
     assert (info.shape, info.components, info.itemsize) == ((2, 6, 7), 3, 1)
 
 
+def test_a_dicom_series_is_sized_from_its_first_header_without_noise(tmp_path, capfd):
+    from dicom_series import write_series
+
+    folder = tmp_path / "ct"
+    folder.mkdir()
+    write_series(str(folder), np.zeros((4, 6, 7), np.int16))
+    info = memory.volume_info(str(folder))
+    assert (info.shape, info.components, info.itemsize) == ((4, 6, 7), 1, 4)   # read as float32
+    # A folder was handed to SimpleITK's file reader, whose HDF5 probe printed pages of noise.
+    assert capfd.readouterr().err == ""
+
+
 HUGE_NRRD = (b"NRRD0004\ntype: float\ndimension: 3\nsizes: 100000 100000 100000\nencoding: raw\n"
              b"endian: little\n\nabc")
 
