@@ -645,6 +645,8 @@ class MedFusionTest(ScriptedLoadableModuleTest):
         self.test_MedFusionLearned()
         self.setUp()
         self.test_MedFusionCancel()
+        self.setUp()
+        self.test_MedFusionRegistration()
 
     def _prepare(self):
         logic = MedFusionLogic()
@@ -713,6 +715,29 @@ class MedFusionTest(ScriptedLoadableModuleTest):
             result = logic.process(volumes["MRI"], [volumes["PET"]], spec.name, colourMap=colourMap, device="auto")
             self._checkResult(result, inputs, colourMap)
         self.delayDisplay("Learned fusion passed")
+
+    def test_MedFusionRegistration(self):
+        self.delayDisplay("MedFusion: rigid registration before fusion")
+        import vtk
+
+        logic, volumes = self._prepare()
+        # A copy of the MRI moved 4 mm to the right (hardened, so it has no parent transform).
+        moved = slicer.modules.volumes.logic().CloneVolume(slicer.mrmlScene, volumes["MRI"], "MRI moved")
+        shift = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLLinearTransformNode", "shift")
+        matrix = vtk.vtkMatrix4x4()
+        matrix.SetElement(0, 3, 4.0)
+        shift.SetMatrixTransformToParent(matrix)
+        moved.SetAndObserveTransformNodeID(shift.GetID())
+        slicer.vtkSlicerTransformLogic().hardenTransform(moved)
+        slicer.mrmlScene.RemoveNode(shift)
+        result = logic.process(volumes["CT"], [moved], "laplacian", register="rigid")
+        self._checkResult(result, [volumes["CT"], moved], None)
+        self.assertEqual(len(result.transforms), 1)
+        found = vtk.vtkMatrix4x4()
+        result.transforms[0].GetMatrixTransformFromParent(found)
+        # The direction of the mapping is pinned by Testing/Python/test_slicer_registration.py.
+        self.assertAlmostEqual(abs(found.GetElement(0, 3)), 4.0, delta=1.0)
+        self.delayDisplay("Registration passed")
 
     def test_MedFusionCancel(self):
         self.delayDisplay("MedFusion: cancel leaves the scene unchanged")
