@@ -39,6 +39,7 @@ def test_nsst_pyramid_is_a_trous_burt_filtering(directions, rng):
     x = rng.random((40, 48))
     bands = nsst.nsst_decompose(x, directions)
     levels = len(directions)
+    assert len(bands) == levels + 1
     a = _approximations(x, levels)
     np.testing.assert_allclose(bands[0], a[levels], atol=1e-12)
     for i, level in enumerate(bands[1:]):
@@ -50,17 +51,17 @@ def test_nsst_pyramid_is_a_trous_burt_filtering(directions, rng):
 def test_nsst_reconstruction_is_the_plain_sum_of_the_bands(rng):
     """Synthesis by summation (the shearing filters add up to an impulse): any band set, consistent or
     not, reconstructs to low + sum of every directional band."""
-    bands = [rng.random((32, 32)), rng.random((4, 32, 32)), rng.random((8, 32, 32))]
+    bands = [rng.random((32, 31)), rng.random((4, 32, 31)), rng.random((8, 32, 31))]
     np.testing.assert_allclose(nsst.nsst_reconstruct(bands), bands[0] + bands[1].sum(0) + bands[2].sum(0),
                                atol=1e-12)
-    streamed = nsst.NSSTBands(rng.random((32, 32)), (4, 8))
+    streamed = nsst.NSSTBands(rng.random((32, 31)), (4, 8))
     for level, direction in [(0, 1), (1, 5)]:
         streamed.accumulate(bands[level + 1][direction], level, direction)
     np.testing.assert_allclose(streamed.reconstruct(bands[0]), bands[0] + bands[1][1] + bands[2][5], atol=1e-12)
 
 
 def test_nsst_streamed_bands_equal_the_decomposition(rng):
-    x = rng.random((2, 32, 40)).astype(np.float32)
+    x = rng.random((2, 32, 39)).astype(np.float32)          # an odd width: irfft2 needs the shape given
     whole = nsst.nsst_decompose(x, (4, 8))
     streamed = nsst.NSSTBands(x, (4, 8))
     assert streamed.n_bands == 12 and streamed.dtype == np.float32
@@ -78,7 +79,8 @@ def test_shear_support_and_direction_checks():
     for bad in [(0,), (66,), (5,), (2,) * 9, ()]:
         with pytest.raises(ValueError):
             nsst.check_directions(bad)
-    assert nsst.check_directions((2, 2), (8, 8)) == (2, 2)
+    assert nsst.check_directions((2, 2), (8, 8)) == (2, 2)               # 2^(levels + 1) per side is enough
+    assert nsst.check_directions((2,) * 8) == (2,) * 8                      # up to 8 levels
     with pytest.raises(ValueError, match="at least 8"):
         nsst.check_directions((2, 2), (7, 8))
     with pytest.raises(ValueError, match="sequence of integers"):
@@ -96,9 +98,9 @@ def test_frequency_grid_meyer_step_and_pseudo_angle():
     np.testing.assert_allclose(_freq.meyer_step(t), nu)
     np.testing.assert_allclose(_freq.meyer_step(t) + _freq.meyer_step(1 - t), 1.0)
     # p = w2 / w1 in the cone |w2| <= |w1|, 2 - w1 / w2 in the other, 0 at the origin; the same for -w
-    a = np.array([1.0, 1.0, 0.5, 0.0, -2.0, 0.0, 1.0, -1.0])
-    b = np.array([0.0, 0.5, 1.0, 1.0, 1.0, 0.0, 1.0, 1.0])
-    expected = np.array([0.0, 0.5, 1.5, 2.0, -0.5, 0.0, 1.0, -1.0])
+    a = np.array([1.0, 1.0, 0.5, 0.0, -2.0, 0.0, 1.0, -1.0, 0.5, -1.0])
+    b = np.array([0.0, 0.5, 1.0, 1.0, 1.0, 0.0, 1.0, 1.0, 2.0, 4.0])
+    expected = np.array([0.0, 0.5, 1.5, 2.0, -0.5, 0.0, 1.0, -1.0, 1.75, 2.25])
     np.testing.assert_allclose(_freq.pseudo_angle(a, b), expected)
     np.testing.assert_allclose(_freq.pseudo_angle(-a, -b), expected)
 
@@ -185,18 +187,20 @@ def test_nsct_pyramid_is_the_published_two_channel_bank(directions, rng):
     x = rng.random((36, 44))
     bands = nsct.nsct_decompose(x, directions)
     levels = len(directions)
+    assert len(bands) == levels + 1
     a = _approximations(x, levels)
     np.testing.assert_allclose(bands[0], a[levels], atol=1e-12)
     for i, level in enumerate(bands[1:]):
         j = levels - 1 - i
         assert level.shape == (directions[i],) + x.shape
         np.testing.assert_allclose(level.sum(axis=0), a[j] - _atrous(_atrous(a[j], j), j), atol=1e-12)
+    np.testing.assert_allclose(nsct.nsct_reconstruct(bands), x, atol=1e-12)
 
 
 def test_nsct_synthesis_filters_are_g0_b_and_g1_one(rng):
     """Synthesis: the low band goes through G0 = B at every scale; the bands of level j through the j
     low-passes G0 before it and G1 = 1 (each directional band alike)."""
-    shape, dirs = (32, 32), (2, 4)
+    shape, dirs = (32, 35), (2, 4)
     low = rng.random(shape)
     zeros = [np.zeros((2,) + shape), np.zeros((4,) + shape)]
     np.testing.assert_allclose(nsct.nsct_reconstruct([low] + zeros), _approximations(low, 2)[2], atol=1e-12)
@@ -214,7 +218,7 @@ def test_nsct_synthesis_filters_are_g0_b_and_g1_one(rng):
 
 
 def test_nsct_streamed_bands_equal_the_decomposition(rng):
-    x = rng.random((2, 32, 32)).astype(np.float32)
+    x = rng.random((2, 32, 33)).astype(np.float32)
     whole = nsct.nsct_decompose(x, (2, 4))
     streamed = nsct.NSCTBands(x, (2, 4))
     np.testing.assert_allclose(streamed.low, whole[0], atol=1e-6)
@@ -270,6 +274,29 @@ def test_nsct_directional_filters_pass_their_equal_slope_wedges(stages):
     assert len(nsct._directional_bank(np.zeros(3), np.zeros(3), 0)) == 1
 
 
+#: Frozen values of our NSDFB design (squared equivalent filters at six frequencies, 4 and 8 directions), printed
+#: by this library at the commit that added them: a regression pin of the design (da Cunha et al. design FIR
+#: filters by the mapping approach; these are ours, see transforms/nsct.py), not an independent reference.
+NSDFB_PROBES = [(0.3, 0.05), (0.3, 0.2), (-0.2, 0.35), (1.1, -0.4), (2.0, 2.5), (-2.7, 0.9)]
+NSDFB_FROZEN = {
+    2: [[8.5993163182e-02, 9.9629572712e-01, 0, 0], [0, 9.9931489182e-01, 3.7010092971e-02, 0],
+        [1.7662499237e-03, 0, 0, 9.9999844018e-01], [1.0, 6.1188670299e-09, 0, 0],
+        [0, 4.4040830733e-01, 8.9779759569e-01, 0], [9.7033600298e-01, 2.4176029723e-01, 0, 0]],
+    3: [[0, 8.5993163182e-02, 9.9629572712e-01, 0, 0, 0, 0, 0],
+        [0, 0, 1.0885704915e-11, 9.9931489182e-01, 3.7010092971e-02, 0, 0, 0],
+        [1.7662499237e-03, 0, 0, 0, 0, 0, 1.3710114504e-01, 9.9055547870e-01],
+        [2.3806430900e-03, 9.9999716627e-01, 6.1188670299e-09, 0, 0, 0, 0, 0],
+        [0, 0, 0, 4.4040830733e-01, 8.9779759569e-01, 0, 0, 0],
+        [5.7593057184e-04, 9.7033583207e-01, 2.4176029723e-01, 0, 0, 0, 0, 0]],
+}
+
+
+@pytest.mark.parametrize("stages", [2, 3])
+def test_nsct_directional_filters_keep_their_frozen_design(stages):
+    values = [[float(f) for f in nsct._directional_bank(np.array(a), np.array(b), stages)] for a, b in NSDFB_PROBES]
+    np.testing.assert_allclose(values, NSDFB_FROZEN[stages], rtol=1e-8, atol=1e-12)
+
+
 def test_nsct_supports_and_direction_checks():
     assert nsct.directional_support((1, 4, 16, 32)) == (8, 8, 16, 32)
     assert nsct.check_directions([1, 2.0, 64]) == (1, 2, 64)
@@ -278,6 +305,8 @@ def test_nsct_supports_and_direction_checks():
             nsct.check_directions(bad)
     with pytest.raises(ValueError, match="at least 8"):
         nsct.check_directions((2, 2), (8, 7))
+    assert nsct.check_directions((2, 2), (8, 8)) == (2, 2)
+    assert nsct.check_directions((2,) * 6) == (2,) * 6                      # up to 6 levels
     with pytest.raises(ValueError, match="sequence of integers"):
         nsct.check_directions(None)
 
