@@ -71,7 +71,7 @@ else:
     _slow_ok = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much]
     _hypothesis_settings.register_profile("ci", max_examples=30, deadline=None, derandomize=True, database=None,
                                           suppress_health_check=_slow_ok, print_blob=True)
-    _hypothesis_settings.register_profile("long", max_examples=400, deadline=None, database=None,
+    _hypothesis_settings.register_profile("long", max_examples=600, deadline=None, database=None,
                                           suppress_health_check=_slow_ok, print_blob=True)
     _hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
     if os.environ.get("HYPOTHESIS_MAX_EXAMPLES"):      # e.g. a shorter long run: docs/reliability.md

@@ -171,6 +171,10 @@ def fusion_cases(draw, spec):
         note(f"input {k}: {a.dtype} {a.shape} {content}")
         arrays.append(a)
         rgb.append(_is_rgb_array(a))
+        if rgb[-1]:
+            # A uint8 volume whose last axis has 3 samples is, by fuse()'s documented rule, an RGB image
+            # (found by the long profile: such a call was marked valid and then refused as mixed shapes).
+            unsure.append(f"input {k}: a uint8 (..., 3) array reads as RGB")
     if bad == "shape mismatch":
         k = spoilt if spoilt > 0 else 1 % n
         a = arrays[k]
