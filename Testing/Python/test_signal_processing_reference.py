@@ -457,6 +457,7 @@ def test_pa_pcnn_linking_scale_chunks_and_silent_images(rng, monkeypatch):
     np.testing.assert_allclose(decay_f, np.exp(np.log10(0.999)), rtol=1e-12)   # exp(-log10(1 / 0.999))
     with pytest.raises(ValueError, match="at most 255"):
         neural.pa_pcnn_firing_times(s, 256)
+    assert neural.pa_pcnn_firing_times(s[:1, :4, :4], 255).shape == (1, 4, 4)    # 255 fits in uint8
 
 
 def test_pa_pcnn_parameters_follow_eq_9_to_12_on_a_batch(rng):
@@ -479,6 +480,7 @@ def test_classic_pcnn_is_qu_et_al_written_out(rng):
     + V_theta Y (Y of the previous iteration), Y = [U > theta], T += Y; zero initial states, W = [c 1 c; 1 0 1;
     c 1 c], zero outside the image."""
     s = rng.random((2, 12, 13)).astype(np.float32)
+    s[:, :3, :4] = 0.0                     # U = 0 = theta at the first step: no firing (strictly greater)
     beta = rng.uniform(0.1, 0.4, (12, 13)).astype(np.float32)
     for kwargs, b in [({}, 0.2), ({"beta": beta, "corner": 0.5, "v_theta": 5.0, "alpha_l": 0.3}, beta)]:
         out = neural.pcnn_firing_times(s, 60, **kwargs)
@@ -515,6 +517,9 @@ def test_dual_channel_scm_is_zhan_et_al_written_out(rng):
             expected[cand.argmax(axis=0), np.arange(10)[:, None], np.arange(11)] += y
         assert np.mean(credits[:, b] != expected) < 0.01, b     # 0 measured; Zhan's weights swapped: 6 %
         assert expected[1:].sum() > 0 and expected[0].sum() > 0
+    # no batch axis: (N, H, W)
+    np.testing.assert_array_equal(neural.dual_channel_scm(s[:, 0], iterations=40, f=0.7, g=0.6, h=10.0, beta=2.0),
+                                  credits[:, 0])
 
 
 def _wncc_reference(a, b, sigma, radius):
