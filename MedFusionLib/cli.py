@@ -438,7 +438,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"medfusion: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
     except OSError as exc:          # e.g. a full disk while writing: the writers removed their partial files
-        print(f"medfusion: error: {exc}; nothing was written", file=sys.stderr)
+        # Some writers (Pillow's PNG) raise without a file name: name the output then.
+        output = getattr(args, "output", None)
+        where = f" (writing {output!r})" if output and not exc.filename else ""
+        print(f"medfusion: error: {exc}{where}; nothing was written", file=sys.stderr)
         return EXIT_ERROR
     finally:
         if previous is not None:

@@ -110,7 +110,13 @@ def list_series(folder: str) -> List[SeriesInfo]:
         SimpleITK is missing, or the folder holds no readable DICOM image series.
     """
     sitk = import_simpleitk()
-    uids = sitk.ImageSeriesReader.GetGDCMSeriesIDs(folder)
+    # ITK warns on stderr ("No Series were found") for a folder without a series; our message says it.
+    warnings = sitk.ProcessObject.GetGlobalWarningDisplay()
+    sitk.ProcessObject.SetGlobalWarningDisplay(False)
+    try:
+        uids = sitk.ImageSeriesReader.GetGDCMSeriesIDs(folder)
+    finally:
+        sitk.ProcessObject.SetGlobalWarningDisplay(warnings)
     series = []
     for uid in uids:
         names = tuple(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(folder, uid))

@@ -152,6 +152,7 @@ def test_cli_fuse_images_on_a_full_disk_leaves_nothing(tmp_path):
                     "-m", "average", "-q")
     assert done.returncode == cli.EXIT_ERROR, done.stderr[-3000:]
     assert "File too large" in done.stderr and "Traceback" not in done.stderr
+    assert "f.png" in done.stderr      # Pillow's error has no file name: the CLI names the output
     assert os.listdir(out) == []
 
 
