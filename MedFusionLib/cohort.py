@@ -40,6 +40,7 @@ from typing import Callable, Dict, Iterator, List, Mapping, Optional, Sequence
 from . import __version__
 from .errors import FusionCancelled, FusionError, FusionInputError
 from .manifest import Study, input_location, read_manifest
+from .digests import file_sha256
 
 _TIMEOUTS = (TimeoutError, asyncio.TimeoutError)   # distributed.wait's, on Python 3.10 too
 STATE_FOLDER = ".medfusion-cohort"
@@ -93,14 +94,6 @@ def job_key(study: Study, fuse_kwargs: Optional[Mapping[str, object]] = None) ->
         "medfusion": __version__,
     }
     return hashlib.sha256(json.dumps(description, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def file_sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _record_path(state: str, study: str) -> str:

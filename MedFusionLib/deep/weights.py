@@ -17,7 +17,6 @@ fine-tuned on a site's own data).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import platform
@@ -26,6 +25,7 @@ from typing import Any, Dict, Optional, Tuple
 
 import torch
 
+from ..digests import file_sha256
 from ..errors import FusionError, FusionInputError, WeightsError
 from ..families._learned import TRAINABLE
 from . import networks_adversarial, networks_encoder_decoder  # noqa: F401  (register their networks)
@@ -113,15 +113,6 @@ def save_weights(path: str, method: str, model: torch.nn.Module, meta: Optional[
         with open(tmp_info, "w", encoding="utf-8") as fh:
             json.dump(info, fh, indent=2, default=str)
             fh.write("\n")
-
-
-def file_sha256(path: str) -> str:
-    """Hex SHA-256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def recorded_sha256(path: str) -> Optional[str]:
