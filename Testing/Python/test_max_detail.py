@@ -143,3 +143,32 @@ def test_the_dark_dot_measure_counts_dots_the_fusion_made_and_only_those():
     with_source_dot = reference.copy()
     with_source_dot[5, 15] = 10.0                              # one of them is in a source: not made by the fusion
     assert artefacts.dark_dots(dotted, with_source_dot, functional) == pytest.approx(1 / 200)
+
+
+def test_slice_wise_volume_equals_each_slice_fused_alone():
+    # The Gaussian filters act on the spatial axes only: slices batched together (B > 1) must not blur
+    # into each other (mutation run: sigma on the batch axis survived the 2-D tests).
+    rng = np.random.default_rng(11)
+    a = ndi.gaussian_filter(rng.random((5, 20, 18)), 1.0).astype(np.float32)
+    b = ndi.gaussian_filter(rng.random((5, 20, 18)), 0.7).astype(np.float32)
+    volume = mf.fuse([a, b], method="max_detail", mode="slices", batch_size=5, **UNIT)
+    for k in range(a.shape[0]):
+        np.testing.assert_allclose(volume[k], mf.fuse([a[k], b[k]], method="max_detail", **UNIT), atol=1e-6)
+
+
+def test_the_method_itself_keeps_its_output_in_the_unit_range():
+    # Called directly (as another method or a test would), not through fuse()'s final clip. A flat
+    # brighter input and a darker checkerboard (strong detail) push base + gain (D_j - D_i) past 1 and
+    # below 0; no input is 0 or 1 anywhere, so outputs of exactly 0 and 1 come from the clip.
+    from MedFusionLib.families.detail_transfer import max_detail_fusion
+
+    checker = (np.indices((24, 24)).sum(axis=0) % 2).astype(np.float32)[None]
+    # Above 1: a flat bright input, a darker checkerboard's detail added. Below 0: the brighter input at
+    # its own peaks (its detail removed) where an opposite, stronger checkerboard is at its troughs.
+    for bright, other, clipped in ((np.full_like(checker, 0.9), 0.5 + 0.3 * checker, 1.0),
+                                   (0.1 + 0.2 * checker, 0.02 + 0.78 * (1 - checker), 0.0)):
+        stack = np.stack([bright, other]).astype(np.float32)
+        fused = max_detail_fusion(stack, gain=2.0, threshold=1e-4, union=0.0)
+        assert fused.dtype == np.float32 and fused.shape == (1, 24, 24)
+        assert fused.min() >= 0.0 and fused.max() <= 1.0
+        assert (fused == clipped).any()
