@@ -18,6 +18,7 @@ Slicer's ``(K, J, I)`` order (:func:`MedFusionLib.bridge.node_from_array` takes 
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -101,14 +102,38 @@ def _tag(reader, key: str) -> str:
     return reader.GetMetaData(key).strip() if reader.HasMetaDataKey(key) else ""
 
 
+def _folder_signature(folder: str) -> Tuple[Tuple[str, int, int], ...]:
+    """Names, sizes and modification times of a folder's files: what a series listing depends on."""
+    entries = []
+    with os.scandir(folder) as it:
+        for entry in it:
+            if entry.is_file():
+                st = entry.stat()
+                entries.append((entry.name, st.st_size, st.st_mtime_ns))
+    return tuple(sorted(entries))
+
+
 def list_series(folder: str) -> List[SeriesInfo]:
     """The DICOM series directly in ``folder``, each with its files in GDCM's slice order.
+
+    A job lists a folder several times (path checks, the memory guard, picking the series, reading it; the
+    cohort's client and its worker): the listing is kept for as long as the folder's files are unchanged
+    (names, sizes, modification times), so GDCM parses the headers once.
 
     Raises
     ------
     FusionInputError
         SimpleITK is missing, or the folder holds no readable DICOM image series.
     """
+    try:
+        signature = _folder_signature(folder)
+    except OSError:
+        return []
+    return list(_list_series(os.fspath(folder), signature))
+
+
+@functools.lru_cache(maxsize=32)
+def _list_series(folder: str, signature) -> Tuple[SeriesInfo, ...]:
     sitk = import_simpleitk()
     # ITK warns on stderr ("No Series were found") for a folder without a series; our message says it.
     warnings = sitk.ProcessObject.GetGlobalWarningDisplay()
@@ -129,7 +154,7 @@ def list_series(folder: str) -> List[SeriesInfo]:
         except RuntimeError:
             modality = description = number = ""
         series.append(SeriesInfo(uid, names, modality, description, number))
-    return series
+    return tuple(series)
 
 
 def explain_series(folder: str, series: Sequence[SeriesInfo]) -> str:

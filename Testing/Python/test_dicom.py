@@ -165,3 +165,20 @@ def test_cli_fuses_a_ct_and_a_pet_series_in_suv_with_a_per_input_window(tmp_path
                      "-q"]) == cli.EXIT_ERROR
     assert "K must be an input number, 1 to 2" in capsys.readouterr().err
     assert not (tmp_path / "x.nrrd").exists()
+
+
+def test_a_folder_is_parsed_once_while_its_files_are_unchanged(tmp_path, monkeypatch):
+    import SimpleITK as sitk
+
+    folder = tmp_path / "ct"
+    write_series(str(folder), np.zeros((3, 4, 5), np.int16))
+    calls = []
+    real = sitk.ImageSeriesReader.GetGDCMSeriesIDs
+    monkeypatch.setattr(sitk.ImageSeriesReader, "GetGDCMSeriesIDs",
+                        staticmethod(lambda f: calls.append(f) or real(f)))
+    first = dicom.list_series(str(folder))
+    assert dicom.list_series(str(folder)) == first and len(calls) == 1      # path check, guard, reader...
+    write_series(str(tmp_path / "other"), np.zeros((2, 4, 5), np.int16), series_uid="1.2.826.0.1.99")
+    for name in os.listdir(tmp_path / "other"):                             # a second series arrives
+        os.replace(tmp_path / "other" / name, folder / f"x{name}")
+    assert len(dicom.list_series(str(folder))) == 2 and len(calls) == 2
