@@ -165,6 +165,15 @@ def _matrix_array(matrix: vtk.vtkMatrix4x4) -> np.ndarray:
     return np.array([[matrix.GetElement(r, c) for c in range(4)] for r in range(4)])
 
 
+def _vtk_matrix(array) -> vtk.vtkMatrix4x4:
+    """A 4 x 4 array as a vtkMatrix4x4 (the inverse of :func:`_matrix_array`)."""
+    matrix = vtk.vtkMatrix4x4()
+    for row, values in enumerate(np.asarray(array, dtype=np.float64)):
+        for col, value in enumerate(values):
+            matrix.SetElement(row, col, float(value))
+    return matrix
+
+
 def _same_grid(node, reference) -> bool:
     """Whether ``node``'s voxels already lie on ``reference``'s grid (no resampling needed)."""
     if node.GetImageData().GetDimensions() != reference.GetImageData().GetDimensions():

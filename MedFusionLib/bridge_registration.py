@@ -107,10 +107,7 @@ def register_volume_nodes(reference, moving, kind: str = "rigid", *, name: Optio
     result = register_images(_sitk_image(reference), _sitk_image(moving), kind, progress=reporter.report)
     reporter.check()
     scene = reference.GetScene()
-    matrix = vtk.vtkMatrix4x4()
-    for row, values in enumerate(result.ras_matrix):
-        for col, value in enumerate(values):
-            matrix.SetElement(row, col, float(value))
+    matrix = bridge._vtk_matrix(result.ras_matrix)
     node = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode", scene.GetUniqueNameByString(
         name or f"{moving.GetName()} to {reference.GetName()} ({kind})"))
     node.SetMatrixTransformFromParent(matrix)

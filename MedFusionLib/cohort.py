@@ -40,6 +40,7 @@ from typing import Callable, Dict, Iterator, List, Mapping, Optional, Sequence
 from . import __version__
 from .errors import FusionCancelled, FusionError, FusionInputError
 from .manifest import Study, input_location, read_manifest
+from .atomic import replacing
 from .digests import file_sha256
 
 _TIMEOUTS = (TimeoutError, asyncio.TimeoutError)   # distributed.wait's, on Python 3.10 too
@@ -181,48 +182,30 @@ def study_lock(state: str, study: str, blocking: bool = True) -> Iterator[bool]:
 
 
 def _write_json(path: str, data: Mapping[str, object]) -> None:
-    tmp = f"{path}.{uuid.uuid4().hex}.partial"
-    try:
+    with replacing(path) as tmp:
         with open(tmp, "w", encoding="utf-8") as fh:
             json.dump(data, fh, indent=1)
             fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+            os.fsync(fh.fileno())       # the record claims the output is complete: on disk before it counts
 
 
 def _input_nodes(study: Study, scene) -> list:
     """The study's inputs as volume nodes, read as :func:`MedFusionLib.files.fuse_files` reads them (DICOM
     series through :mod:`MedFusionLib.dicom`, PET in SUV when the row asks), each further input under the
     registration transform written beside the output when the row registers."""
-    from . import bridge, dicom
-    from .files import transform_path
+    from . import bridge
+    from .files import load_input_nodes, transform_path
 
-    pet_units = study.pet_units or "stored"
-    nodes = []
-    for path in study.inputs:
-        if dicom.is_series_input(path):
-            info = dicom.select_series(path)
-            nodes.append(dicom.load_series_node(path, scene, pet_units=pet_units if info.modality == "PT" else None))
-        else:
-            nodes.append(bridge.load_volume(path, scene))
+    nodes = load_input_nodes(study.inputs, scene, study.pet_units or "stored")
     if (study.register or "none") != "none":
-        import vtk
-
         from .dicom import import_simpleitk
         from .registration import ras_matrix
 
         sitk = import_simpleitk()
         for k, node in enumerate(nodes[1:], start=2):
-            matrix = ras_matrix(sitk.ReadTransform(transform_path(study.output, k)))
-            vtk_matrix = vtk.vtkMatrix4x4()
-            for r in range(4):
-                for c in range(4):
-                    vtk_matrix.SetElement(r, c, float(matrix[r, c]))
             transform = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode")
-            transform.SetMatrixTransformFromParent(vtk_matrix)
+            transform.SetMatrixTransformFromParent(bridge._vtk_matrix(
+                ras_matrix(sitk.ReadTransform(transform_path(study.output, k)))))
             node.SetAndObserveTransformNodeID(transform.GetID())
     return nodes
 
@@ -354,17 +337,12 @@ def write_results(rows: Sequence[Mapping[str, object]], out_dir: str, name: str 
     atomically); returns their paths (the second None without pyarrow)."""
     columns = list(RESULT_COLUMNS) + sorted({k for r in rows for k in r} - set(RESULT_COLUMNS))
     table = os.path.join(out_dir, f"{name}.csv")
-    tmp = f"{table}.partial"
-    try:
+    with replacing(table) as tmp:
         with open(tmp, "w", newline="", encoding="utf-8") as fh:
             writer = csv.DictWriter(fh, fieldnames=columns)
             writer.writeheader()
             for r in rows:
                 writer.writerow({c: r.get(c, "") for c in columns})
-        os.replace(tmp, table)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
     try:
         import pyarrow as pa
         import pyarrow.parquet as pq
@@ -375,13 +353,8 @@ def write_results(rows: Sequence[Mapping[str, object]], out_dir: str, name: str 
     for c in columns:
         if c not in ("seconds",) and not c.startswith("metric_"):
             data[c] = [None if v is None else str(v) for v in data[c]]
-    tmp = f"{parquet}.partial"
-    try:
+    with replacing(parquet) as tmp:
         pq.write_table(pa.table(data), tmp)
-        os.replace(tmp, parquet)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
     return table, parquet
 
 

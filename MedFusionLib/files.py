@@ -158,12 +158,25 @@ def fuse_files(inputs: Sequence[str], output: str, method: str = DEFAULT_METHOD,
     check_fuse_files(inputs, output, method, **{k: fuse_kwargs[k] for k in ("mode", "axis", "batch_size", "colormap")
                                                 if k in fuse_kwargs})
     scene = bridge.new_scene()
-    nodes = [bridge.load_volume(path, scene) if info is None else
-             dicom.load_series_node(path, scene, pet_units=pet_units if info.modality == "PT" else None)
-             for path, info in zip(inputs, series)]
+    nodes = load_input_nodes(inputs, scene, pet_units)
     fused = bridge.fuse_volume_nodes(nodes, method, progress=progress, register=register, **fuse_kwargs, **params)
     save_fused(fused, output)
     return output
+
+
+def load_input_nodes(inputs: Sequence[str], scene, pet_units: Optional[str] = None) -> list:
+    """Read volume files (Slicer's volume IO) and DICOM series (:mod:`MedFusionLib.dicom`; PET series in
+    SUV when ``pet_units`` is ``"suv"``) into ``scene`` as volume nodes, in the order of ``inputs``."""
+    from . import bridge, dicom
+
+    nodes = []
+    for path in inputs:
+        if not dicom.is_series_input(path):
+            nodes.append(bridge.load_volume(path, scene))
+            continue
+        modality = dicom.select_series(path).modality
+        nodes.append(dicom.load_series_node(path, scene, pet_units=pet_units if modality == "PT" else None))
+    return nodes
 
 
 def save_fused(fused, output: str) -> None:
@@ -185,7 +198,7 @@ def save_fused(fused, output: str) -> None:
             final = transform_path(output, k + 2)
             temporary = final[: -len(".tfm")] + ".staged.tfm"
             staged.append((temporary, final))
-            write_transform(temporary, [[matrix.GetElement(r, c) for c in range(4)] for r in range(4)])
+            write_transform(temporary, bridge._matrix_array(matrix))
         bridge.save_volume(fused, output)
         for temporary, final in staged:
             os.replace(temporary, final)
