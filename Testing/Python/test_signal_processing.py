@@ -129,7 +129,7 @@ def test_pa_pcnn_matches_the_model_equations(rng):
     assert fires.max() > 1 and fires.min() >= 0
 
 
-def _pa_pcnn_firing_times_written_out(coefficients, iterations=110):
+def _pa_pcnn_firing_times_written_out(coefficients, iterations=110, scale=None):
     """The PA-PCNN of Yin, Liu, Liu and Chen, IEEE TIM 68(1), 2019, written out as its equations, with the
     adaptive parameters as the authors' code computes them (github.com/yuliu316316/NSST-PAPCNN-Fusion,
     highpass_fuse.m and PA_PCNN.m): with S = |coefficients|, sigma its sample standard deviation (std2),
@@ -138,11 +138,12 @@ def _pa_pcnn_firing_times_written_out(coefficients, iterations=110):
         alpha_e = ln(V_E / (S' ((1 - exp(-3 alpha_f)) / (1 - exp(-alpha_f)) + (S_max / S' - 1) exp(-alpha_f)))),
     and for n = 1..110, K = conv2(Y, W, 'same') with W = [0.5 1 0.5; 1 0 1; 0.5 1 0.5]:
         U = exp(-alpha_f) U + S (1 + lambda K),  Y = [U > E],  E = exp(-alpha_e) E + V_E Y,  T = T + Y,
-    from U = Y = T = 0, E = 1. Returns T. (Otsu's threshold is the library's, checked on its own below.)"""
+    from U = Y = T = 0, E = 1. Returns T. (Otsu's threshold is the library's, checked on its own below.)
+    ``scale``: an optional per-neuron factor on lambda (the ABNM variant's linking scale)."""
     s = np.abs(np.asarray(coefficients, dtype=np.float64))
     sigma, s_max, s_otsu = s.std(ddof=1), s.max(), float(neural.otsu_threshold(s))
     alpha_f = np.log10(1.0 / sigma)
-    lam = (s_max / s_otsu - 1.0) / 6
+    lam = (s_max / s_otsu - 1.0) / 6 * (1.0 if scale is None else scale)
     v_e = np.exp(-alpha_f) + s_max / s_otsu
     m = (1 - np.exp(-3 * alpha_f)) / (1 - np.exp(-alpha_f)) + (s_max / s_otsu - 1) * np.exp(-alpha_f)
     alpha_e = np.log(v_e / (s_otsu * m))

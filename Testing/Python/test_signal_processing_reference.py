@@ -11,6 +11,7 @@ from scipy.signal import convolve2d
 
 from MedFusionLib import rules_neural as neural
 from MedFusionLib.transforms import _freq, nsct, nsst
+from test_signal_processing import _pa_pcnn_firing_times_written_out as _pa_pcnn_reference
 
 BURT = np.array([1.0, 4.0, 6.0, 4.0, 1.0]) / 16.0      # H(w) = cos^4(w / 2) (Burt and Adelson 1983)
 
@@ -413,26 +414,6 @@ def test_otsu_threshold_is_the_exhaustive_between_class_maximum(rng):
     np.testing.assert_allclose(neural.otsu_threshold(batch[:, None]).ravel(),
                                [_otsu_reference(b) for b in batch], rtol=1e-9)
     assert neural.otsu_threshold(np.zeros((2, 5, 5))).tolist() == [0.0, 0.0]
-
-
-def _pa_pcnn_reference(s, iterations, scale=None):
-    """Yin et al. 2019 eq. 4-12 (as in test_signal_processing.py), with an optional per-neuron factor on
-    lambda (the ABNM variant)."""
-    s = np.abs(s.astype(np.float64))
-    sigma, s_max, s_otsu = s.std(ddof=1), s.max(), float(neural.otsu_threshold(s))
-    alpha_f = np.log10(1.0 / sigma)
-    lam = (s_max / s_otsu - 1.0) / 6 * (1.0 if scale is None else scale)
-    v_e = np.exp(-alpha_f) + s_max / s_otsu
-    m = (1 - np.exp(-3 * alpha_f)) / (1 - np.exp(-alpha_f)) + (s_max / s_otsu - 1) * np.exp(-alpha_f)
-    alpha_e = np.log(v_e / (s_otsu * m))
-    w = np.array([[0.5, 1, 0.5], [1, 0, 1], [0.5, 1, 0.5]])
-    u, y, t, e = np.zeros_like(s), np.zeros_like(s), np.zeros_like(s), np.ones_like(s)
-    for _ in range(iterations):
-        u = np.exp(-alpha_f) * u + s * (1 + lam * convolve2d(y, w, mode="same"))
-        y = (u > e).astype(np.float64)
-        e = np.exp(-alpha_e) * e + v_e * y
-        t += y
-    return t
 
 
 def test_pa_pcnn_linking_scale_chunks_and_silent_images(rng, monkeypatch):
