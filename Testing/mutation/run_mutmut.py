@@ -45,7 +45,7 @@ NEURAL_TESTS = [SP_REF] + [SP + t for t in (
     "test_pa_pcnn_matches_the_model_equations", "test_nsst_papcnn_is_yin_et_al_written_out",
     "test_otsu_and_local_measures", "test_dual_channel_scm_credits_the_stronger_source", "test_wncc_extremes")]
 CSC_TESTS = [SP + t for t in ("test_cbpdn_matches_a_direct_lasso_solution", "test_cbpdn_batches_independently",
-                              "test_cbpdn_rejects_bad_iteration_limit")]
+                              "test_cbpdn_rejects_bad_iteration_limit")] + [T + "test_csc_reference.py"]
 SP_TESTS = [T + "test_signal_processing.py", SP_REF, T + "test_sp_methods_reference.py"]
 #: module name -> (file to mutate, test files that cover it)
 MODULES = {
@@ -67,6 +67,8 @@ MODULES = {
     "csc": ("MedFusionLib/transforms/_csc.py", CSC_TESTS),
     "rules_neural": ("MedFusionLib/rules_neural.py", NEURAL_TESTS),
     "families_sp": ("MedFusionLib/families/[nc]s*.py", SP_TESTS),      # nsst.py, nsct.py, csr.py
+    "metrics": ("MedFusionLib/metrics/*.py", [T + "test_metrics.py", T + "test_metric_references.py",
+                                              T + "test_metrics_mutation_kills.py"]),   # the whole package
 }
 #: decorators dropped (not re-applied) in the copy: a cache filled by the unmutated stats run would be
 #: inherited by every forked mutant and hide its effect

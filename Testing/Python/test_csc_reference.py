@@ -1,0 +1,104 @@
+"""CBPDN (transforms/_csc.py) beyond the lasso comparison of test_signal_processing.py, from the survivors of
+the ``csc`` mutation sample (docs/testing.md): reconstruction and objective against a circular convolution
+written out as loops, the documented defaults (rho = 50 lambda + 1, device 'auto'), the warm start, the
+progress reports every 10 iterations, the dictionary size checks and the result's dtypes."""
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch", reason="CBPDN runs in torch")
+
+from MedFusionLib.transforms._csc import cbpdn, objective, reconstruct, resolve_device  # noqa: E402
+
+
+def _circular_synthesis(filters, coefficients):
+    """sum_m d_m * x_m, circular convolution on the image grid, the filters' first sample at the origin,
+    one output sample at a time (float64)."""
+    b, m, h, w = coefficients.shape
+    out = np.zeros((b, h, w))
+    for k in range(b):
+        for f in range(m):
+            fh, fw = filters[f].shape
+            for i in range(h):
+                for j in range(w):
+                    out[k, i, j] += sum(filters[f, p, q] * coefficients[k, f, (i - p) % h, (j - q) % w]
+                                        for p in range(fh) for q in range(fw))
+    return out
+
+
+@pytest.fixture
+def problem():
+    rng = np.random.default_rng(21)
+    filters = rng.standard_normal((2, 3, 2))
+    filters /= np.linalg.norm(filters.reshape(2, -1), axis=1)[:, None, None]
+    s = rng.standard_normal((2, 6, 7))
+    return filters, s
+
+
+def test_reconstruct_and_objective_equal_the_written_out_circular_convolution(problem):
+    filters, s = problem
+    rng = np.random.default_rng(22)
+    x = rng.standard_normal((2, 2, 6, 7)).astype(np.float32) * (rng.random((2, 2, 6, 7)) < 0.3)
+    rec = _circular_synthesis(filters, x.astype(np.float64))
+    np.testing.assert_allclose(reconstruct(filters, x, device="cpu"), rec, atol=1e-5)
+    lmbda = 0.07
+    expected = 0.5 * ((rec - s) ** 2).sum(axis=(1, 2)) + lmbda * np.abs(x.astype(np.float64)).sum(axis=(1, 2, 3))
+    np.testing.assert_allclose(objective(filters, x, s, lmbda), expected, rtol=1e-12)   # float64 throughout
+
+
+def test_defaults_are_rho_50_lambda_plus_1_and_device_auto(problem):
+    filters, s = problem
+    default = cbpdn(filters, s, 0.05)
+    explicit = cbpdn(filters, s, 0.05, rho=50 * 0.05 + 1.0, device="cpu")
+    assert default.iterations == explicit.iterations
+    np.testing.assert_array_equal(default.coefficients, explicit.coefficients)
+    np.testing.assert_array_equal(default.rho, explicit.rho)
+    assert default.coefficients.dtype == np.float32 and default.coefficients.shape == (2, 2, 6, 7)
+    assert default.rho.dtype == np.float64 and default.objective.dtype == np.float64
+
+
+def test_resolve_device():
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert resolve_device().type == resolve_device("auto").type
+    assert resolve_device("cpu").type == "cpu"
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="no CUDA device"):
+            resolve_device("cuda")
+
+
+def test_warm_start_from_the_solution_needs_fewer_iterations_and_keeps_the_code(problem):
+    # (the scaled dual restarts at 0, so even the solution as x0 takes iterations to meet the dual test)
+    filters, s = problem
+    cold = cbpdn(filters, s, 0.05, rho=0.5, auto_rho=False, max_iter=3000, rel_tol=1e-4, device="cpu")
+    assert cold.converged and cold.iterations > 100
+    warm = cbpdn(filters, s, 0.05, rho=0.5, auto_rho=False, max_iter=3000, rel_tol=1e-4, device="cpu",
+                 x0=cold.coefficients.astype(np.float64))
+    assert warm.iterations < 0.7 * cold.iterations
+    assert warm.coefficients.dtype == np.float32
+    np.testing.assert_allclose(warm.coefficients, cold.coefficients, atol=1e-3)
+    assert warm.objective == pytest.approx(cold.objective, rel=1e-5)
+
+
+def test_progress_every_10_iterations(problem):
+    filters, s = problem
+    seen = []
+    result = cbpdn(filters, s, 0.05, rho=0.5, auto_rho=False, max_iter=35, rel_tol=0.0, device="cpu",
+                   progress=lambda fraction, message: seen.append((fraction, message)))
+    assert result.iterations == 35 and not result.converged
+    assert seen == [(k / 35, f"CBPDN iteration {k}") for k in (10, 20, 30)]
+
+
+def test_one_iteration_is_allowed_and_check_every_must_be_positive(problem):
+    filters, s = problem
+    one = cbpdn(filters, s, 0.05, max_iter=1, device="cpu")
+    assert one.iterations == 1 and one.coefficients.shape == (2, 2, 6, 7)
+    with pytest.raises(ValueError, match="check_every must be at least 1"):
+        cbpdn(filters, s, 0.05, check_every=0, device="cpu")
+
+
+def test_filters_may_fill_the_image_but_not_exceed_it_on_either_side():
+    s = np.zeros((5, 6))
+    assert cbpdn(np.ones((1, 5, 6)), s, 0.1, max_iter=2, device="cpu").coefficients.shape == (1, 5, 6)
+    for shape in [(1, 6, 2), (1, 2, 7), (5, 6)]:
+        with pytest.raises(ValueError, match=r"no larger than the images \(5, 6\)"):
+            cbpdn(np.ones(shape), s, 0.1, device="cpu")
