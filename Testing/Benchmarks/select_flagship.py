@@ -8,8 +8,12 @@ the nine metrics of the tables) and ranked against every other method of the poo
 Two rounds were run (docs/evaluation.md, "The flagship method"):
 
 - ``--round 1``: the pixel gate (rho = 0), against the 20 methods of ``train-split/results.csv``;
-- ``--round 2`` (the default): the energy gate (rho > 0) and gain, against those and the six learned
-  methods of ``train-split/results-new-methods.csv`` (26 methods).
+- ``--round 2``: the energy gate (rho > 0) and gain, against those and the six learned methods of
+  ``train-split/results-new-methods.csv`` (26 methods);
+- ``--round 4`` (the default): the undershoot knee (``floor``) with the threshold around round 2's, against
+  the same 26 methods (round 3 changed nothing and is not reproduced here).
+
+Rounds 1 and 2 ran before the knee existed and are run with ``floor=0`` (the hard clip).
 
     python Testing/Benchmarks/select_flagship.py [--round 2] [--data ../shared/data/aanlib-dev] [--out selection.csv]
 
@@ -49,6 +53,14 @@ ROUND_2 = [(2.0, g, t, u, r) for g, t, u, r in [
     (1.5, 0.047, 0.15, 1.5), (1.75, 0.047, 0.15, 1.0), (2.0, 0.047, 0.12, 1.0), (1.5, 0.047, 0.18, 1.0),
     (1.5, 0.04, 0.15, 1.0), (1.5, 0.055, 0.15, 1.0), (1.75, 0.055, 0.15, 1.0), (1.25, 0.03, 0.15, 1.0),
     (1.25, 0.03, 0.1, 1.0), (1.5, 0.03, 0.1, 1.0), (1.25, 0.02, 0.2, 1.0)]]
+# Round 4, sigma 2, rho 1 (gain, threshold, union, floor): round 2's defaults with the knee, the threshold
+# 10-12 grey levels, the gain 1.5-2 and the union 0.12-0.2 around them.
+ROUND_4 = [(2.0, g, t, u, 1.0, f) for g, t, u, f in [
+    (1.75, 0.047, 0.15, 0.0), (1.75, 0.047, 0.15, 0.3), (1.75, 0.047, 0.15, 0.4), (1.75, 0.047, 0.15, 0.5),
+    (1.75, 0.047, 0.15, 0.6), (1.75, 0.047, 0.15, 0.7), (1.75, 0.04, 0.15, 0.5), (1.75, 0.04, 0.15, 0.6),
+    (1.75, 0.04, 0.15, 0.7), (1.75, 0.043, 0.15, 0.5), (1.75, 0.043, 0.15, 0.6), (2.0, 0.047, 0.15, 0.5),
+    (2.0, 0.04, 0.15, 0.5), (2.0, 0.055, 0.15, 0.5), (2.0, 0.047, 0.12, 0.5), (1.5, 0.047, 0.15, 0.5),
+    (1.75, 0.047, 0.2, 0.5), (1.75, 0.04, 0.2, 0.5)]]
 TRAIN = os.path.join(ROOT, "docs", "evaluation", "train-split")
 
 
@@ -82,7 +94,7 @@ def _choose(rows, sets):
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=os.path.join(ROOT, "..", "shared", "data", "aanlib-dev"))
-    parser.add_argument("--round", type=int, choices=(1, 2), default=2)
+    parser.add_argument("--round", type=int, choices=(1, 2, 4), default=4)
     parser.add_argument("--pool", nargs="+", default=None, help="CSV files of the other methods' means")
     parser.add_argument("--out", default=None, help="CSV of the candidates' ranks")
     args = parser.parse_args(argv)
@@ -96,9 +108,10 @@ def main(argv=None) -> int:
             pool_rows += [r for r in csv.DictReader(fh) if r["method"] != "max_detail"]
     pool = docs._by_set(pool_rows)
     sets = list(docs.RANK_SETS)
-    params = {f"max_detail s{s:g} g{g:g} t{t * 255:.0f} u{u:g} r{r:g}":
-              dict(sigma=s, gain=g, threshold=t, union=u, rho=r)
-              for s, g, t, u, r in (ROUND_1 if args.round == 1 else ROUND_2)}
+    grid = {1: [c + (0.0,) for c in ROUND_1], 2: [c + (0.0,) for c in ROUND_2], 4: ROUND_4}[args.round]
+    params = {f"max_detail s{s:g} g{g:g} t{t * 255:.0f} u{u:g} r{r:g}" + (f" f{f:g}" if args.round == 4 else ""):
+              dict(sigma=s, gain=g, threshold=t, union=u, rho=r, floor=f)
+              for s, g, t, u, r, f in grid}
     pairs = {s.name: [(metrics.protocol_image(evaluation.read_image(a)), metrics.protocol_image(evaluation.read_image(b)))
                       for _, a, b in evaluation.split_pairs(s, "train")]
              for s in evaluation.find_pairs(args.data, sets)}

@@ -11,7 +11,7 @@ from MedFusionLib import FusionInputError
 UNIT = dict(input_ranges=(0, 1), output_range="unit")
 
 
-def _reference(sources, sigma, gain, threshold, union, rho):
+def _reference(sources, sigma, gain, threshold, union, rho, floor=0.0):
     """The module docstring's equations written out pixel by pixel (a brute-force reference; the two
     Gaussian filters in float64 with SciPy)."""
     sources = [np.asarray(s, dtype=np.float64) for s in sources]
@@ -27,7 +27,11 @@ def _reference(sources, sigma, gain, threshold, union, rho):
         screen = 1.0 - np.prod([1.0 - v for v in values])
         base = (1 - union) * values[i] + union * screen
         w = min(1.0, max(0.0, (e[j] - e[i]) / threshold - 1.0))
-        out[index] = min(1.0, max(0.0, base + gain * w * (d[j] - d[i])))
+        value = base + gain * w * (d[j] - d[i])
+        knee = floor * base
+        if 0 < knee and value < knee:         # the undershoot knee: m exp((F - m) / m) below m
+            value = knee * np.exp((value - knee) / knee)
+        out[index] = min(1.0, max(0.0, value))
     return out
 
 
@@ -40,13 +44,32 @@ def pair():
 
 
 @pytest.mark.parametrize("params", [{}, {"sigma": 1.0, "gain": 0.5, "threshold": 0.01, "union": 0.6},
-                                    {"rho": 0.0, "gain": 1.0}, {"rho": 2.5, "threshold": 0.02}])
+                                    {"rho": 0.0, "gain": 1.0}, {"rho": 2.5, "threshold": 0.02},
+                                    {"floor": 0.0}, {"floor": 0.4, "gain": 2.0, "threshold": 0.01}])
 def test_matches_the_equations(pair, params):
     defaults = {p.name: p.default for p in mf.get_method("max_detail").params}
     fused = mf.fuse(list(pair), method="max_detail", **UNIT, **params)
     expected = _reference(pair, **{**defaults, **params})
     np.testing.assert_allclose(fused, expected, atol=2e-5)
     assert np.abs(fused - np.maximum(*pair)).max() > 0.01          # it is not select-maximum
+
+
+def test_the_undershoot_knee_keeps_dark_transferred_detail_distinct():
+    # A dim smooth input (the brightest everywhere) and a darker one with sharp dark lines of three depths:
+    # the transfer takes the lines below 0. The hard clip (floor 0) makes all three black alike; the knee
+    # keeps them dark, above 0, below floor x base and in the order of their depths.
+    bright = np.full((15, 30), 0.2, np.float32)
+    dark = np.full((15, 30), 0.19, np.float32)
+    for column, depth in zip((6, 15, 24), (0.19, 0.18, 0.17)):
+        dark[:, column] = 0.19 - depth
+    clipped = mf.fuse([bright, dark], method="max_detail", floor=0.0, **UNIT)
+    kneed = mf.fuse([bright, dark], method="max_detail", floor=0.7, **UNIT)
+    lines = kneed[7, [6, 15, 24]]
+    np.testing.assert_array_equal(clipped[7, [6, 15, 24]], 0.0)
+    base = 0.85 * 0.2 + 0.15 * (1 - 0.8 * 0.81)             # away from the lines: (1 - u) max + u screen
+    assert np.all(lines > 0) and np.all(lines < 0.7 * 0.2 + 1e-6) and lines[0] < lines[1] < lines[2]
+    np.testing.assert_allclose(kneed[7, 0], base, atol=1e-5)   # the flat part is untouched
+    np.testing.assert_allclose(kneed, _reference([bright, dark], 2.0, 1.75, 0.04, 0.15, 1.0, 0.7), atol=2e-5)
 
 
 def test_no_transfer_and_no_union_is_select_maximum(pair):
@@ -168,7 +191,9 @@ def test_the_method_itself_keeps_its_output_in_the_unit_range():
     for bright, other, clipped in ((np.full_like(checker, 0.9), 0.5 + 0.3 * checker, 1.0),
                                    (0.1 + 0.2 * checker, 0.02 + 0.78 * (1 - checker), 0.0)):
         stack = np.stack([bright, other]).astype(np.float32)
-        fused = max_detail_fusion(stack, gain=2.0, threshold=1e-4, union=0.0)
+        fused = max_detail_fusion(stack, gain=2.0, threshold=1e-4, union=0.0, floor=0.0)
         assert fused.dtype == np.float32 and fused.shape == (1, 24, 24)
         assert fused.min() >= 0.0 and fused.max() <= 1.0
         assert (fused == clipped).any()
+        kneed = max_detail_fusion(stack, gain=2.0, threshold=1e-4, union=0.0)    # the default knee
+        assert kneed.min() > 0.0 and kneed.max() <= 1.0
