@@ -1,9 +1,19 @@
-"""Slicer volume nodes in, fused volume node out; volume file IO through Slicer's storage nodes.
+"""Slicer volume nodes in, fused volume node out: :func:`fuse_volume_nodes`, and the bridge's public API.
 
-This is the only library module that imports ``slicer``: inside the Slicer application it uses the
-application's MRML libraries, outside it the ``slicer-core`` package (the same libraries without Qt). The
-scene is always passed explicitly (through the nodes), never taken from ``slicer.mrmlScene``, so the same
-code runs in the Slicer panel, in Slicer's batch mode and on the command line.
+The bridge is the only part of the library that imports ``slicer``: inside the Slicer application it uses
+the application's MRML libraries, outside it the ``slicer-core`` package (the same libraries without Qt).
+The scene is always passed explicitly (through the nodes), never taken from ``slicer.mrmlScene``, so the
+same code runs in the Slicer panel, in Slicer's batch mode and on the command line. It is split by
+responsibility; this module holds the fusion of nodes and re-exports the public names of the others, so
+``from MedFusionLib import bridge`` gives all of them:
+
+- :mod:`MedFusionLib.bridge_nodes`: node kinds and checks, voxel views (:func:`array_from_node`), nodes
+  from arrays (:func:`node_from_array`, :func:`new_scene`), the fused-image marks (:func:`mark_fused`);
+- :mod:`MedFusionLib.bridge_geometry`: IJK-to-RAS matrices and resampling (:func:`resample_to_reference`);
+- :mod:`MedFusionLib.bridge_files`: volume files through Slicer's storage nodes (:func:`load_volume`,
+  :func:`save_volume`);
+- :mod:`MedFusionLib.bridge_registration`: registration of nodes before fusion
+  (:func:`register_volume_nodes`, ``fuse_volume_nodes(register=...)``).
 
 What :func:`fuse_volume_nodes` does, in order:
 
@@ -21,323 +31,48 @@ a shallow copy of their image data.
 from __future__ import annotations
 
 import inspect
-import json
-import os
-import re
-import shutil
-import tempfile
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 import slicer
-import vtk
-from vtk.util import numpy_support
 
 from . import intensity, pipeline
+from .bridge_files import NIFTI_FUSED_DESCRIPTION, load_volume, save_volume
+from .bridge_geometry import _ijk_to_ras, _matrix_array, _vtk_matrix, resample_to_reference
+from .bridge_nodes import (
+    _SCALAR_CLASS,
+    _UNSUPPORTED_CLASSES,
+    _VECTOR_CLASS,
+    FUSED_ATTRIBUTE,
+    FUSED_NOTICE,
+    _check_pair_scene,
+    _describe,
+    _image_data_from_array,
+    _volume_kind,
+    _voxel_view,
+    array_from_node,
+    fused_description,
+    mark_fused,
+    new_scene,
+    node_from_array,
+)
 from .errors import FusionInputError
 from .progress import CancelLike, Progress, ProgressCallback
 
 __all__ = ["new_scene", "node_from_array", "fuse_volume_nodes", "resample_to_reference", "array_from_node", "load_volume",
            "save_volume", "mark_fused", "FUSED_ATTRIBUTE", "FUSED_NOTICE", "register_volume_nodes",
            "REGISTRATION_ROLE", "REGISTRATION_ATTRIBUTE", "registered_proxy"]
+# Not used in this module, but reached as bridge.<name> since the bridge was one file (the tests'
+# bridge.NIFTI_FUSED_DESCRIPTION, bridge_registration's bridge._matrix_array / bridge._vtk_matrix):
+# naming them here keeps them importable from bridge (and tells pyflakes the imports are meant).
+_KEPT_FOR_CALLERS = (NIFTI_FUSED_DESCRIPTION, fused_description, _matrix_array, _vtk_matrix)
 
-_SCALAR_CLASS = "vtkMRMLScalarVolumeNode"
-_VECTOR_CLASS = "vtkMRMLVectorVolumeNode"
-# Volume kinds whose voxels are not intensities: fusing them would be meaningless.
-_UNSUPPORTED_CLASSES = {
-    "vtkMRMLLabelMapVolumeNode": "label map volumes (segment labels, not intensities) are not supported; "
-                                 "fuse the intensity volume, or convert the label map to a scalar volume",
-    "vtkMRMLDiffusionTensorVolumeNode": "diffusion tensor volumes are not supported; fuse a scalar map "
-                                        "derived from them (e.g. FA)",
-    "vtkMRMLDiffusionWeightedVolumeNode": "diffusion-weighted volumes are not supported; fuse one "
-                                          "baseline or gradient volume extracted from them",
-}
 # Keyword arguments of pipeline.plan besides images/method/params: they go to plan as they are, everything
 # else in **fuse_kwargs is a method parameter (pipeline.fuse splits them the same way).
 _PLAN_KEYWORDS = tuple(name for name, p in inspect.signature(pipeline.plan).parameters.items()
                        if p.kind is inspect.Parameter.KEYWORD_ONLY and name != "params")
 # Share of the progress range given to resampling; fusion itself takes nearly all the time.
 _RESAMPLE_SHARE = 0.1
-# Tolerance for "same geometry": IJK-to-RAS entries are in mm; 1e-6 mm is far below any voxel size.
-_GEOMETRY_TOLERANCE = 1e-6
-
-
-# --- nodes ---------------------------------------------------------------------------------------------
-def new_scene():
-    """Create an empty MRML scene for work outside the Slicer application.
-
-    Returns
-    -------
-    vtkMRMLScene
-        A new scene; pass it to :func:`load_volume`. Inside Slicer use ``slicer.mrmlScene`` instead so the
-        nodes show up in the application.
-    """
-    return slicer.vtkMRMLScene()
-
-
-def _describe(node, k: Optional[int] = None) -> str:
-    where = f"input {k}" if k is not None else "node"
-    if node is None:
-        return f"{where} (None)"
-    name = node.GetName() if isinstance(node, slicer.vtkMRMLNode) else None
-    kind = node.GetClassName() if hasattr(node, "GetClassName") else type(node).__name__
-    return f"{where} ({name!r}, {kind})" if name else f"{where} ({kind})"
-
-
-def _volume_kind(node, what: str) -> str:
-    """Check that ``node`` is a volume the fusion can read; return ``'scalar'`` or ``'rgb'``.
-
-    ``what`` names the node in error messages (e.g. "input 1 ('PET', vtkMRMLScalarVolumeNode)")."""
-    if not isinstance(node, slicer.vtkMRMLVolumeNode):
-        raise FusionInputError(
-            f"{what} is not a volume node; allowed: vtkMRMLScalarVolumeNode or vtkMRMLVectorVolumeNode "
-            f"(RGB)")
-    for class_name, reason in _UNSUPPORTED_CLASSES.items():
-        if node.IsA(class_name):
-            raise FusionInputError(f"{what}: {reason}")
-    image = node.GetImageData()
-    if image is None or image.GetPointData() is None or image.GetPointData().GetScalars() is None:
-        raise FusionInputError(f"{what} has no image data (an empty volume node); load or compute its voxels first")
-    if min(image.GetDimensions()) < 1:
-        raise FusionInputError(f"{what} has an empty image (dimensions {image.GetDimensions()})")
-    components = image.GetNumberOfScalarComponents()
-    if node.IsA(_VECTOR_CLASS):
-        if components != 3 or image.GetScalarType() != vtk.VTK_UNSIGNED_CHAR:
-            raise FusionInputError(
-                f"{what} is a vector volume with {components} component(s) of type "
-                f"{image.GetScalarTypeAsString()}; only RGB vector volumes (3 components, unsigned char) "
-                f"can be fused")
-        return "rgb"
-    if node.IsA(_SCALAR_CLASS) and not node.IsA("vtkMRMLTensorVolumeNode"):
-        if components != 1:
-            raise FusionInputError(
-                f"{what} is a scalar volume whose image has {components} components; expected 1 (store "
-                f"RGB images in a vtkMRMLVectorVolumeNode)")
-        return "scalar"
-    raise FusionInputError(
-        f"{what} is not supported; allowed: vtkMRMLScalarVolumeNode or vtkMRMLVectorVolumeNode (RGB)")
-
-
-def _voxel_view(node) -> np.ndarray:
-    """The node's voxels as a numpy view in Slicer's (K, J, I[, C]) order, without checks."""
-    image = node.GetImageData()
-    scalars = image.GetPointData().GetScalars()
-    shape = tuple(reversed(image.GetDimensions()))
-    components = scalars.GetNumberOfComponents()
-    # numpy's frombuffer (inside vtk_to_numpy) keeps the VTK array alive for as long as the view lives.
-    return numpy_support.vtk_to_numpy(scalars).reshape(shape + ((components,) if components > 1 else ()))
-
-
-def array_from_node(node) -> np.ndarray:
-    """The voxels of a scalar or RGB volume node as a read-only numpy view.
-
-    Parameters
-    ----------
-    node : vtkMRMLScalarVolumeNode or vtkMRMLVectorVolumeNode
-        A volume with image data (RGB vector volumes: 3 components, unsigned char).
-
-    Returns
-    -------
-    ndarray
-        ``(K, J, I)`` for a scalar volume, ``(K, J, I, 3)`` uint8 for an RGB volume (the axis order of
-        ``slicer.util.arrayFromVolume``). A view of the node's memory, marked read-only so that it cannot
-        change the node by accident; ``np.array(view)`` makes a writable copy. The view is only valid
-        until the node's image data is replaced.
-
-    Raises
-    ------
-    FusionInputError
-        ``node`` is not a supported volume node or has no image data.
-    """
-    _volume_kind(node, _describe(node))
-    view = _voxel_view(node)
-    view.flags.writeable = False
-    return view
-
-
-def _ijk_to_ras(node) -> vtk.vtkMatrix4x4:
-    matrix = vtk.vtkMatrix4x4()
-    node.GetIJKToRASMatrix(matrix)
-    return matrix
-
-
-def _matrix_array(matrix: vtk.vtkMatrix4x4) -> np.ndarray:
-    return np.array([[matrix.GetElement(r, c) for c in range(4)] for r in range(4)])
-
-
-def _vtk_matrix(array) -> vtk.vtkMatrix4x4:
-    """A 4 x 4 array as a vtkMatrix4x4 (the inverse of :func:`_matrix_array`)."""
-    matrix = vtk.vtkMatrix4x4()
-    for row, values in enumerate(np.asarray(array, dtype=np.float64)):
-        for col, value in enumerate(values):
-            matrix.SetElement(row, col, float(value))
-    return matrix
-
-
-def _same_grid(node, reference) -> bool:
-    """Whether ``node``'s voxels already lie on ``reference``'s grid (no resampling needed)."""
-    if node.GetImageData().GetDimensions() != reference.GetImageData().GetDimensions():
-        return False
-    if node.GetTransformNodeID() != reference.GetTransformNodeID():
-        # Different parent transforms may still compose to identity, but that is rare; the general
-        # resampling path handles it correctly anyway.
-        return False
-    return np.allclose(_matrix_array(_ijk_to_ras(node)), _matrix_array(_ijk_to_ras(reference)),
-                       rtol=0.0, atol=_GEOMETRY_TOLERANCE)
-
-
-def _reslice_transform(node, reference):
-    """Transform from the reference's IJK to ``node``'s IJK (the direction vtkImageReslice samples in).
-
-    reference IJK -> reference local RAS (its IJK-to-RAS) -> ``node``'s local RAS (through world, by both
-    parent transforms) -> ``node``'s IJK (its RAS-to-IJK). Returns a vtkTransform when all parts are
-    linear (much faster in vtkImageReslice), else the vtkGeneralTransform."""
-    ijk_to_ijk = vtk.vtkGeneralTransform()
-    ijk_to_ijk.PostMultiply()
-    ijk_to_ijk.Concatenate(_ijk_to_ras(reference))
-    between = vtk.vtkGeneralTransform()
-    # Source = the reference's parent, target = the node's parent: maps the reference's local RAS to the
-    # node's local RAS. Works for linear, grid, B-spline and thin-plate transforms alike.
-    slicer.vtkMRMLTransformNode.GetTransformBetweenNodes(
-        reference.GetParentTransformNode(), node.GetParentTransformNode(), between)
-    ijk_to_ijk.Concatenate(between)
-    ras_to_ijk = vtk.vtkMatrix4x4()
-    node.GetRASToIJKMatrix(ras_to_ijk)
-    ijk_to_ijk.Concatenate(ras_to_ijk)
-    linear = vtk.vtkTransform()
-    if slicer.vtkMRMLTransformNode.IsGeneralTransformLinear(ijk_to_ijk, linear):
-        return linear
-    return ijk_to_ijk
-
-
-def _resample(node, reference, kind: str) -> np.ndarray:
-    """``node``'s voxels resampled onto ``reference``'s grid (no checks; see resample_to_reference).
-
-    We do not use vtkSlicerVolumesLogic.ResampleVolumeToReferenceVolume: it adds a node to the scene, and
-    (checked on slicer-core 5.13) it ignores the reference's parent transform when the input has none, and
-    when both have one it maps through the input's transform-from-world instead of the reference's, so
-    the result lands in the wrong place. It also keeps the input's parent transform on its output.
-    """
-    source = vtk.vtkImageData()
-    # A shallow copy shares the voxel array but has its own geometry fields: resetting them (Slicer keeps
-    # geometry in the node, but a reader may leave origin/spacing on the image) makes image coordinates
-    # equal IJK indices, without touching the input node's image data.
-    source.ShallowCopy(node.GetImageData())
-    source.SetOrigin(0.0, 0.0, 0.0)
-    source.SetSpacing(1.0, 1.0, 1.0)
-    source.SetDirectionMatrix(1, 0, 0, 0, 1, 0, 0, 0, 1)
-    voxels = _voxel_view(node)
-    if voxels.dtype.kind in "iu" and voxels.dtype.itemsize == 8:
-        # slicer-core's vtkImageReslice is built without VTK_LONG_LONG: it warns and then crashes the
-        # process (found by test_properties_bridge). 64-bit integers are resampled as float64 (exact up
-        # to 2**53; fusion works in float32 anyway).
-        wide = numpy_support.numpy_to_vtk(np.ascontiguousarray(voxels, dtype=np.float64).reshape(-1), deep=True)
-        source = vtk.vtkImageData()
-        source.SetDimensions(node.GetImageData().GetDimensions())
-        source.GetPointData().SetScalars(wide)
-
-    reslice = vtk.vtkImageReslice()
-    reslice.SetInputData(source)
-    reslice.SetResliceTransform(_reslice_transform(node, reference))
-    reslice.SetOutputOrigin(0.0, 0.0, 0.0)
-    reslice.SetOutputSpacing(1.0, 1.0, 1.0)
-    dims = reference.GetImageData().GetDimensions()
-    reslice.SetOutputExtent(0, dims[0] - 1, 0, dims[1] - 1, 0, dims[2] - 1)
-    # Linear interpolation, per component for RGB; the output keeps the input's scalar type (uint8 stays
-    # uint8, rounded).
-    reslice.SetInterpolationModeToLinear()
-    # Outside the input's field of view: black for RGB; the input's minimum for scalars, so that it reads
-    # as background (air in CT, -1000 HU) rather than as tissue (0 HU would be water).
-    background = 0.0 if kind == "rgb" else float(np.min(_voxel_view(node)))
-    reslice.SetBackgroundLevel(background)
-    reslice.Update()
-    output = reslice.GetOutput()
-    shape = tuple(reversed(output.GetDimensions()))
-    array = numpy_support.vtk_to_numpy(output.GetPointData().GetScalars())
-    return array.reshape(shape + ((3,) if kind == "rgb" else ()))
-
-
-def _check_pair_scene(node, reference, what: str) -> None:
-    scene = reference.GetScene()
-    if scene is None:
-        raise FusionInputError(
-            f"{_describe(reference, 0)} is not in a MRML scene; add it to a scene first (scene.AddNode)")
-    if node.GetScene() is not scene:
-        raise FusionInputError(f"{what} is not in the reference volume's scene; all nodes must be in one scene")
-
-
-def resample_to_reference(node, reference) -> np.ndarray:
-    """Resample a volume node onto a reference volume's voxel grid, as an array.
-
-    Parameters
-    ----------
-    node : vtkMRMLScalarVolumeNode or vtkMRMLVectorVolumeNode
-        The volume to resample (RGB vector volumes: 3 components, unsigned char). Not modified.
-    reference : vtkMRMLScalarVolumeNode or vtkMRMLVectorVolumeNode
-        Defines the grid: its dimensions and IJK-to-RAS matrix (origin, spacing, directions). Both nodes'
-        parent transforms (linear or not) are honoured: the result is what lies under each reference
-        voxel in world coordinates. Both nodes must be in the same scene.
-
-    Returns
-    -------
-    ndarray
-        Read-only array of the reference's shape ``(K, J, I)`` (``(K, J, I, 3)`` uint8 for RGB), the dtype
-        of ``node``'s voxels (float64 for 64-bit integers, which VTK's reslice does not take), linearly
-        interpolated. Voxels outside ``node``'s field of view get its
-        minimum value (black for RGB). When ``node`` already lies on the reference grid this is a
-        view of its voxels, not a copy.
-
-    Raises
-    ------
-    FusionInputError
-        A node is not a supported volume, has no image data, or the nodes are not in one scene.
-    """
-    kind = _volume_kind(node, _describe(node))
-    _volume_kind(reference, "the reference " + _describe(reference))
-    _check_pair_scene(node, reference, _describe(node))
-    array = _voxel_view(node) if _same_grid(node, reference) else _resample(node, reference, kind)
-    array.flags.writeable = False
-    return array
-
-
-def node_from_array(scene, array: np.ndarray, name: str, *, spacing=(1.0, 1.0, 1.0), origin=(0.0, 0.0, 0.0),
-                    directions=None):
-    """Add a volume node holding a copy of ``array`` to ``scene`` (sample data, tests, scripts).
-
-    Parameters
-    ----------
-    scene : vtkMRMLScene
-        Scene to add the node to.
-    array : ndarray
-        ``(K, J, I)`` scalars (scalar volume) or ``(K, J, I, 3)`` uint8 (RGB vector volume).
-    name : str
-        Node name.
-    spacing, origin : sequence of 3 floats
-        Voxel size (I, J, K) in mm and RAS position of voxel (0, 0, 0), as Slicer's SetSpacing/SetOrigin.
-    directions : 3 x 3 array-like, optional
-        IJK-to-RAS direction matrix (columns: I, J, K axes); default identity.
-
-    Returns
-    -------
-    vtkMRMLScalarVolumeNode or vtkMRMLVectorVolumeNode
-    """
-    array = np.asarray(array)
-    colour = array.ndim == 4 and array.shape[-1] == 3 and array.dtype == np.uint8
-    if array.ndim != 3 and not colour:
-        raise FusionInputError(f"array must be (K, J, I) or (K, J, I, 3) uint8; got shape {array.shape} "
-                               f"of dtype {array.dtype}")
-    node = scene.AddNewNodeByClass(_VECTOR_CLASS if colour else _SCALAR_CLASS, name)
-    node.SetSpacing(*(float(v) for v in spacing))
-    node.SetOrigin(*(float(v) for v in origin))
-    if directions is not None:
-        matrix = vtk.vtkMatrix4x4()
-        for row in range(3):
-            for col in range(3):
-                matrix.SetElement(row, col, float(np.asarray(directions)[row][col]))
-        node.SetIJKToRASDirectionMatrix(matrix)
-    node.SetAndObserveImageData(_image_data_from_array(np.ascontiguousarray(array), 3 if colour else 1))
-    node.CreateDefaultDisplayNodes()
-    return node
 
 
 # --- fusion --------------------------------------------------------------------------------------------
@@ -409,16 +144,6 @@ def _check_output_node(output_node, nodes, scene, colour_output: bool) -> None:
     if output_node.GetScene() is not scene:
         raise FusionInputError(f"output_node {output_node.GetName()!r} is not in the input volumes' scene")
 
-
-def _image_data_from_array(array: np.ndarray, components: int) -> vtk.vtkImageData:
-    """A new vtkImageData holding a deep copy of ``array`` ((K, J, I) or (K, J, I, C))."""
-    spatial = array.shape[:3]
-    image = vtk.vtkImageData()
-    image.SetDimensions(spatial[2], spatial[1], spatial[0])
-    image.AllocateScalars(numpy_support.get_vtk_array_type(array.dtype), components)
-    _voxels = numpy_support.vtk_to_numpy(image.GetPointData().GetScalars())
-    _voxels.reshape(array.shape)[...] = array
-    return image
 
 
 def _write_output(result: np.ndarray, reference, scene, output_node, name: Optional[str]):
@@ -564,325 +289,6 @@ def fuse_volume_nodes(input_nodes: Sequence, method: str = pipeline.DEFAULT_METH
     node = _write_output(result, reference, scene, output_node, output_name)
     mark_fused(node, fusion_plan.spec.name, fusion_plan.params, [n.GetName() for n in nodes])
     return node
-
-
-#: Node attribute (and description text) marking every fused volume as a derived display image.
-FUSED_ATTRIBUTE = "MedFusion.FusedImage"
-FUSED_NOTICE = "MedFusion fused image: for display, not for quantitative measurement"
-
-
-def _shown_params(params: Dict) -> Dict:
-    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in params.items() if k != "device"}
-
-
-def fused_description(method: str, params: Dict, inputs: Sequence[str]) -> str:
-    """The provenance text of a fused volume: the notice, the method, its parameters and the inputs."""
-    return (f"{FUSED_NOTICE}. Method: {method}; parameters: "
-            f"{json.dumps(_shown_params(params), sort_keys=True, default=str)}; inputs: {', '.join(inputs)}.")
-
-
-def mark_fused(node, method: str, params: Dict, inputs: Sequence[str]) -> None:
-    """Mark ``node`` as a fused display image (attributes ``MedFusion.FusedImage``, ``MedFusion.Method``,
-    ``MedFusion.Parameters``, ``MedFusion.Provenance`` and the description), so it is never mistaken for
-    a source image such as the quantitative PET."""
-    provenance = fused_description(method, params, inputs)
-    node.SetAttribute(FUSED_ATTRIBUTE, FUSED_NOTICE)
-    node.SetAttribute("MedFusion.Method", method)
-    node.SetAttribute("MedFusion.Parameters", json.dumps(_shown_params(params), sort_keys=True, default=str))
-    node.SetAttribute("MedFusion.Provenance", provenance)
-    node.SetDescription(provenance)
-
-
-# --- files ---------------------------------------------------------------------------------------------
-class _ErrorCollector:
-    """Collects VTK error/warning messages of one object instead of printing them.
-
-    A VTK object with an observer for ErrorEvent/WarningEvent passes its messages to the observer rather
-    than to the output window, so failed read attempts stay quiet and their reasons can go into our
-    exception message."""
-
-    def __init__(self, vtk_object):
-        self.messages: List[str] = []
-        self._object = vtk_object
-        self._tags = [vtk_object.AddObserver(event, self._collect)
-                      for event in (vtk.vtkCommand.ErrorEvent, vtk.vtkCommand.WarningEvent)]
-
-    @vtk.calldata_type(vtk.VTK_STRING)
-    def _collect(self, caller, event, message):
-        # Keep the last line without its "vtkClass (0x...): Class::Method:" prefixes; the first lines are
-        # "ERROR: In file.cxx, line N" boilerplate.
-        text = (message or "").strip().splitlines()
-        if text:
-            line = text[-1].split("): ", 1)[-1].strip()
-            self.messages.append(re.sub(r"^(\w+::\w+:\s*)+", "", line))
-
-    def close(self) -> None:
-        for tag in self._tags:
-            self._object.RemoveObserver(tag)
-
-    def summary(self) -> str:
-        # "Failed to read/write node ..." only repeats that it failed; the other messages say why.
-        useful = [m for m in self.messages if m and not m.startswith(("Failed to read node", "Failed to write node"))]
-        return "; ".join(dict.fromkeys(useful or self.messages)) or "no details given"
-
-
-class _CapturedStderr:
-    """Redirects the process's C-level standard error (fd 2) into a temporary file while it is open.
-
-    Slicer's readers print through teem (``[nrrd] ...``), ITK and VTK's logger straight to fd 2, past any
-    observer; around a read that output is caught here and folded into our own message instead. fd 2 is
-    process-wide: whatever another thread prints during the read is caught too (and dropped on success,
-    like the failed read attempts' noise)."""
-
-    def __enter__(self):
-        import sys
-
-        sys.stderr.flush()
-        self._file = tempfile.TemporaryFile()
-        self._saved = os.dup(2)
-        os.dup2(self._file.fileno(), 2)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        import sys
-
-        try:
-            sys.stderr.flush()
-        finally:
-            os.dup2(self._saved, 2)
-            os.close(self._saved)
-        self._file.seek(0)
-        self.text = self._file.read().decode("utf-8", "replace")
-        self._file.close()
-
-    def summary(self) -> str:
-        """The reader's own reasons, one line each: the deepest teem line, VTK/ITK error texts."""
-        text = re.sub(r"\x1b\[[0-9;]*m", "", getattr(self, "text", ""))
-        reasons, nrrd = [], None
-        for line in text.splitlines():
-            line = line.strip()
-            if line.startswith("[nrrd]"):
-                nrrd = line[len("[nrrd]"):].strip()
-            elif "ERR|" in line or "WARN|" in line:
-                message = line.split("|", 1)[1].strip()
-                message = message.split("): ", 1)[-1].strip()
-                if message and "returned failure for request" not in message:
-                    reasons.append(re.sub(r"^(\w+::\w+:\s*)+", "", message))
-            elif line.startswith(("ITK", "Description:")):
-                reasons.append(line)
-        if nrrd:
-            reasons.append(nrrd)
-        return "; ".join(dict.fromkeys(r for r in reasons if r))
-
-
-def _storage_node_class(path: str) -> str:
-    # NRRD files go through Slicer's NRRD storage node (it keeps 'kinds', measurement frame and the RAS
-    # space exactly); every other format through the ITK-based archetype storage node.
-    if path.lower().endswith((".nrrd", ".nhdr")):
-        return "vtkMRMLNRRDStorageNode"
-    return "vtkMRMLVolumeArchetypeStorageNode"
-
-
-def _default_name(path: str) -> str:
-    name = os.path.basename(path)
-    lower = name.lower()
-    for suffix in (".nii.gz", ".gipl.gz"):
-        if lower.endswith(suffix):
-            return name[: -len(suffix)]
-    return os.path.splitext(name)[0] or name
-
-
-def _drop_alpha(node) -> None:
-    """Turn an RGBA vector volume (e.g. a PNG with transparency) into RGB; fusion takes RGB only."""
-    extract = vtk.vtkImageExtractComponents()
-    extract.SetInputData(node.GetImageData())
-    extract.SetComponents(0, 1, 2)
-    extract.Update()
-    rgb = vtk.vtkImageData()
-    rgb.DeepCopy(extract.GetOutput())
-    node.SetAndObserveImageData(rgb)
-
-
-def load_volume(path, scene, name: Optional[str] = None):
-    """Read a volume file into a new node of ``scene`` through Slicer's storage nodes.
-
-    Geometry (origin, spacing, axis directions) comes from the file as Slicer reads it (LPS files are
-    converted to RAS). Like Slicer's "Add data", the file is tried as an RGB/vector volume first and as a
-    scalar volume second, so a colour image becomes a vtkMRMLVectorVolumeNode and a grey one a
-    vtkMRMLScalarVolumeNode; an RGBA image loses its alpha channel. 2-D images load as single-slice
-    volumes.
-
-    Parameters
-    ----------
-    path : str or os.PathLike
-        NRRD (``.nrrd``, ``.nhdr``), NIfTI (``.nii``, ``.nii.gz``), MetaImage (``.mha``, ``.mhd``) and the
-        other formats Slicer's volume archetype storage node reads. Note: ``slicer-core`` (Slicer's
-        libraries outside the application) has no ITK reader for PNG, JPEG, TIFF or BMP; inside Slicer
-        those load too.
-    scene : vtkMRMLScene
-        Scene to add the node (with a display and a storage node) to; see :func:`new_scene`.
-    name : str, optional
-        Node name; default: the file name without extension, made unique in the scene.
-
-    Returns
-    -------
-    vtkMRMLScalarVolumeNode or vtkMRMLVectorVolumeNode
-        The new node.
-
-    Raises
-    ------
-    FusionInputError
-        The file does not exist, is not a file, or cannot be read as a volume (the message gives the
-        reader's reasons). Nothing is added to the scene then.
-    """
-    path = os.fspath(path)
-    if not isinstance(scene, slicer.vtkMRMLScene):
-        raise FusionInputError(f"scene must be a vtkMRMLScene; got {type(scene).__name__}")
-    if not os.path.exists(path):
-        raise FusionInputError(f"cannot load {path!r}: no such file")
-    if not os.path.isfile(path):
-        raise FusionInputError(f"cannot load {path!r}: not a file")
-    if not os.access(path, os.R_OK):
-        raise FusionInputError(f"cannot load {path!r}: permission denied")
-    absolute = os.path.abspath(path)
-    from . import memory
-
-    memory.check_read(path)     # a header claiming a huge volume is refused before the reader allocates it
-    reasons = []
-    # Vector first, as Slicer's volumes logic does: reading a colour NRRD as a scalar volume "succeeds"
-    # with a 3-component image in a scalar node; the vector readers refuse single-component files.
-    for class_name in (_VECTOR_CLASS, _SCALAR_CLASS):
-        # Read into nodes outside the scene, so that a failed attempt leaves nothing behind.
-        node = scene.CreateNodeByClass(class_name)
-        node.UnRegister(None)
-        storage = scene.CreateNodeByClass(_storage_node_class(absolute))
-        storage.UnRegister(None)
-        storage.SetFileName(absolute)
-        errors = _ErrorCollector(storage)
-        try:
-            with _CapturedStderr() as noise:
-                ok = storage.ReadData(node)
-        finally:
-            errors.close()
-        printed = noise.summary()
-        if ok and node.GetImageData() is not None and not (printed and class_name == _SCALAR_CLASS
-                                                            and "ERR|" in noise.text):
-            break
-        said = errors.summary() if errors.messages else ""
-        reasons.append(f"as {class_name[7:]}: " + ("; ".join(r for r in (said, printed) if r) or "no details given"))
-    else:
-        raise FusionInputError(
-            f"cannot load {path!r} as a volume ({' | '.join(reasons)}). Readable formats: NRRD, NIfTI, "
-            f"MetaImage and the others Slicer's volume IO reads (slicer-core cannot read PNG/JPEG/TIFF/BMP)")
-    image = node.GetImageData()
-    if node.IsA(_VECTOR_CLASS) and image.GetNumberOfScalarComponents() == 4 \
-            and image.GetScalarType() == vtk.VTK_UNSIGNED_CHAR:
-        _drop_alpha(node)
-    node.SetName(name if name is not None else scene.GetUniqueNameByString(_default_name(path)))
-    storage = scene.AddNode(storage)
-    node = scene.AddNode(node)
-    node.SetAndObserveStorageNodeID(storage.GetID())
-    node.CreateDefaultDisplayNodes()
-    return node
-
-
-#: NIfTI's 80-byte description field of fused volumes (NRRD carries the node attributes instead).
-NIFTI_FUSED_DESCRIPTION = "MedFusion fused image: display only, not for quantitative measurement"
-
-
-def _set_nifti_description(path: str, text: str) -> None:
-    """Write ``text`` into the ``descrip`` field of a NIfTI-1 (offset 148) or NIfTI-2 (offset 240) file,
-    gzip-compressed or not."""
-    import gzip
-    import struct
-
-    packed = path.lower().endswith(".gz")
-    with (gzip.open(path, "rb") if packed else open(path, "rb")) as fh:
-        content = bytearray(fh.read())
-    size = struct.unpack("<i", content[:4])[0]
-    if size not in (348, 540):
-        size = struct.unpack(">i", content[:4])[0]
-    offset = {348: 148, 540: 240}.get(size)
-    if offset is None:
-        raise FusionInputError(f"{path!r} does not look like a NIfTI file: cannot set its description")
-    content[offset:offset + 80] = text.encode("ascii")[:79].ljust(80, b"\0")
-    with (gzip.open(path, "wb") if packed else open(path, "wb")) as fh:
-        fh.write(bytes(content))
-
-
-def save_volume(node, path) -> None:
-    """Write a volume node to a file through Slicer's storage nodes, atomically.
-
-    The file is first written into a temporary folder beside ``path`` and then moved into place with
-    :func:`os.replace`, so on any error no partial file is left at ``path`` (and an existing file there is
-    kept). Formats with a separate data file (``.nhdr``, ``.mhd``) move their data file first, header
-    last. The node's local geometry is written (a parent transform is not applied), as Slicer does. The
-    node is not modified: it does not get a storage node. Slicer's NRRD writer stores the node's
-    attributes as header key/value lines, so a fused volume (:func:`mark_fused`) written as NRRD says
-    ``MedFusion.FusedImage:=MedFusion fused image: for display, not for quantitative measurement`` with its
-    method, parameters and provenance; as NIfTI, its ``descrip`` field says
-    :data:`NIFTI_FUSED_DESCRIPTION`.
-
-    Parameters
-    ----------
-    node : vtkMRMLScalarVolumeNode or vtkMRMLVectorVolumeNode
-        Volume with image data.
-    path : str or os.PathLike
-        Target file; its extension picks the format (``.nrrd``, ``.nhdr``, ``.nii``, ``.nii.gz``,
-        ``.mha``, ``.mhd``, or another format Slicer's volume IO writes). Its folder must exist.
-
-    Raises
-    ------
-    FusionInputError
-        ``node`` is not a volume with image data, the folder does not exist or is not writable, or
-        the format cannot be written (the message gives the writer's reasons).
-    """
-    if not isinstance(node, slicer.vtkMRMLVolumeNode) or node.GetImageData() is None:
-        raise FusionInputError(f"save_volume needs a volume node with image data; got {_describe(node)}")
-    path = os.path.abspath(os.fspath(path))
-    folder, file_name = os.path.split(path)
-    if not os.path.isdir(folder):
-        raise FusionInputError(f"cannot save {path!r}: folder {folder!r} does not exist")
-    if os.path.isdir(path):
-        raise FusionInputError(f"cannot save {path!r}: it is a folder")
-    try:
-        staging = tempfile.mkdtemp(prefix=f".{file_name}.", suffix=".tmp", dir=folder)
-    except OSError as error:
-        raise FusionInputError(f"cannot save {path!r}: folder is not writable ({error.strerror})") from error
-    try:
-        storage = getattr(slicer, _storage_node_class(path))()
-        storage.SetFileName(os.path.join(staging, file_name))
-        errors = _ErrorCollector(storage)
-        try:
-            with _CapturedStderr() as noise:    # the writers print to fd 2 too (e.g. on a full disk)
-                ok = storage.WriteData(node)
-        finally:
-            errors.close()
-        written = os.path.join(staging, file_name)
-        if not ok or not os.path.isfile(written) or "ERR|" in noise.text:
-            said = errors.summary() if errors.messages else ""
-            details = ("; ".join(r for r in (said, noise.summary()) if r) or "no details given")
-            details = details.replace(staging + os.sep, "").replace(staging, folder)
-            raise FusionInputError(
-                f"cannot save {path!r}: Slicer's volume IO could not write it ({details}). Writable formats: "
-                f"NRRD, NIfTI, MetaImage and the others Slicer's volume IO writes")
-        if node.GetAttribute(FUSED_ATTRIBUTE) and file_name.lower().endswith((".nii", ".nii.gz")):
-            try:
-                _set_nifti_description(written, NIFTI_FUSED_DESCRIPTION)
-            except (EOFError, ValueError) as error:
-                # ITK's NIfTI writer reports success on a full disk and leaves a truncated file.
-                raise FusionInputError(f"cannot save {path!r}: the file written is incomplete ({error}); is the "
-                                       f"disk full?") from None
-        # Detached headers name their data file relative to themselves, so every file keeps its name.
-        others = sorted(f for f in os.listdir(staging)
-                        if f != file_name and os.path.isfile(os.path.join(staging, f)))
-        for other in others:
-            os.replace(os.path.join(staging, other), os.path.join(folder, other))
-        os.replace(written, path)
-    except OSError as error:
-        raise FusionInputError(f"cannot save {path!r}: {error}") from error
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
 
 
 # --- registration (MedFusionLib/bridge_registration.py; its public names are bridge's too) ---------------

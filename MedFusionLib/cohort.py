@@ -193,7 +193,7 @@ def _input_nodes(study: Study, scene) -> list:
     """The study's inputs as volume nodes, read as :func:`MedFusionLib.files.fuse_files` reads them (DICOM
     series through :mod:`MedFusionLib.dicom`, PET in SUV when the row asks), each further input under the
     registration transform written beside the output when the row registers."""
-    from . import bridge
+    from .bridge_geometry import _vtk_matrix
     from .files import load_input_nodes, transform_path
 
     nodes = load_input_nodes(study.inputs, scene, study.pet_units or "stored")
@@ -204,7 +204,7 @@ def _input_nodes(study: Study, scene) -> list:
         sitk = import_simpleitk()
         for k, node in enumerate(nodes[1:], start=2):
             transform = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode")
-            transform.SetMatrixTransformFromParent(bridge._vtk_matrix(
+            transform.SetMatrixTransformFromParent(_vtk_matrix(
                 ras_matrix(sitk.ReadTransform(transform_path(study.output, k)))))
             node.SetAndObserveTransformNodeID(transform.GetID())
     return nodes

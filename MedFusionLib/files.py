@@ -187,6 +187,7 @@ def save_fused(fused, output: str) -> None:
     import vtk
 
     from . import bridge
+    from .bridge_geometry import _matrix_array
     from .registration import write_transform
 
     staged = []      # (temporary, final)
@@ -198,7 +199,7 @@ def save_fused(fused, output: str) -> None:
             final = transform_path(output, k + 2)
             temporary = final[: -len(".tfm")] + ".staged.tfm"
             staged.append((temporary, final))
-            write_transform(temporary, bridge._matrix_array(matrix))
+            write_transform(temporary, _matrix_array(matrix))
         bridge.save_volume(fused, output)
         for temporary, final in staged:
             os.replace(temporary, final)

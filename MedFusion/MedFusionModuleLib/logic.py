@@ -474,7 +474,7 @@ class MedFusionLogicBase:
         try:
             if outputName:
                 requested.SetName(outputName)
-            from MedFusionLib.bridge import _ijk_to_ras
+            from MedFusionLib.bridge_geometry import _ijk_to_ras
 
             requested.SetIJKToRASMatrix(_ijk_to_ras(staging))
             requested.SetAndObserveImageData(staging.GetImageData())
