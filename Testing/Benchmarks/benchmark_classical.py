@@ -2,7 +2,7 @@
 
 Usage (from the repository root, nothing else running):
 
-    python Testing/Benchmarks/benchmark_classical.py [--quick] [--json out.json]
+    python Testing/Benchmarks/benchmark_classical.py [--quick] [--json out.json] [--only methods] [--methods max max_detail]
 
 Figures recorded in docs/benchmarks.md. Timings are the median of repeated runs of the whole
 ``MedFusionLib.fuse`` call (normalisation included) on random float32 data; the memory figure is the peak
@@ -26,9 +26,7 @@ from _timing import median_seconds
 CLASSICAL = ["average", "weighted_average", "max", "min", "pca", "dwt", "laplacian", "guided_filter", "max_detail"]
 
 
-
-
-def bench_methods(quick: bool) -> dict:
+def bench_methods(quick: bool, methods=CLASSICAL) -> dict:
     import MedFusionLib as mf
 
     rng = np.random.default_rng(0)
@@ -36,7 +34,7 @@ def bench_methods(quick: bool) -> dict:
     n = 128 if quick else 256
     a3, b3 = rng.random((n, 256, 256), dtype=np.float32), rng.random((n, 256, 256), dtype=np.float32)
     rows = {}
-    for method in CLASSICAL:
+    for method in methods:
         row = {"slice_pair_s": median_seconds(lambda: mf.fuse([a2, b2], method=method), 3 if quick else 10)}
         for mode in ("slices", "3d"):
             row[f"volume_{mode}_s"] = median_seconds(lambda: mf.fuse([a3, b3], method=method, mode=mode),
@@ -103,6 +101,8 @@ def main() -> None:
     parser.add_argument("--json", help="write the figures here")
     parser.add_argument("--only", choices=("methods", "metrics", "memory"), action="append",
                         help="run only these parts (repeatable; default all)")
+    parser.add_argument("--methods", nargs="+", choices=CLASSICAL, default=CLASSICAL,
+                        help="time only these methods (default: every classical method)")
     args = parser.parse_args()
     import torch
 
@@ -115,7 +115,7 @@ def main() -> None:
     if "memory" in parts:
         report["memory"] = bench_memory(args.quick)
     if "methods" in parts:
-        report["methods"] = bench_methods(args.quick)
+        report["methods"] = bench_methods(args.quick, args.methods)
     if "metrics" in parts:
         report["metrics"] = bench_metrics(args.quick)
     if args.json:

@@ -181,17 +181,19 @@ def test_ms_ssim_matches_monai_on_odd_non_square_dark_images():
 
 # --- VIF on a non-square image with near-flat windows ---------------------------------------------------------
 def test_vif_equals_the_per_scale_reference_on_non_square_images_with_near_flat_windows():
-    """72 x 90 (non-square, and large enough that a fifth scale would keep pixels), against test_metrics.py's
+    """100 x 110 (non-square, and large enough that a fifth scale would keep pixels), against test_metrics.py's
     written-out VIFp: a reference patch of variance ~2.5e-11 (below eps = 1e-10) under a fused patch that follows
-    it a million times magnified (the sigma_R^2 < eps branch sets g = 0 there; without it g ~ 2e5 counts), and a
-    fused patch of variance < 1 (the clamp of sigma_D^2 is at 0, not higher)."""
+    it a million times magnified (the sigma_R^2 < eps branch), a fused patch of variance ~2.5e-11 over a varying
+    reference (the sigma_D^2 < eps branch: g = 0 there), and a fused patch of variance < 1 (the clamp of
+    sigma_D^2 is at 0, not higher)."""
     rng = np.random.default_rng(13)
-    a = np.round(rng.uniform(0, 255, (72, 90)))
-    b = np.round(np.clip(rng.normal(120, 40, (72, 90)), 0, 255))
+    a = np.round(rng.uniform(0, 255, (100, 110)))
+    b = np.round(np.clip(rng.normal(120, 40, (100, 110)), 0, 255))
     f = np.round((a + b) / 2)
     a[:30, :30] = 50.0 + rng.normal(0, 5e-6, (30, 30))
     f[:30, :30] = 50.0 + (a[:30, :30] - 50.0) * 1e6
-    f[40:, 50:] = 80.0 + (rng.random((32, 40)) < 0.05)
+    f[40:70, 60:100] = 80.0 + rng.normal(0, 5e-6, (30, 40))
+    f[75:, :40] = 80.0 + (rng.random((25, 40)) < 0.05)
     expected = _vifp_reference(a, f) + _vifp_reference(b, f)
     assert metrics.vif(f, [a, b]) == pytest.approx(expected, rel=1e-9)
     assert metrics.vif(f.T, [a.T, b.T]) == pytest.approx(_vifp_reference(a.T, f.T) + _vifp_reference(b.T, f.T),
