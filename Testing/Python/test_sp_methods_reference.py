@@ -98,18 +98,19 @@ def test_nsst_dcscm_written_out(n, sources):
         assert np.abs(other - ours).max() > 1e-4, name
 
 
-def test_nsst_similarity_with_band_features_written_out(sources):
+@pytest.mark.parametrize("sigma,radius", [(1.0, 3), (1.5, 4)])       # 1.5: the default; 3 / sigma would give 2
+def test_nsst_similarity_with_band_features_written_out(sigma, radius, sources):
     """Hermessi et al. 2018 with the band magnitudes as features: per level, the WNCC (Gaussian window sigma,
     radius round(3 sigma)) of |bands| over all directions; weighted average by local energy where it exceeds
     the threshold, else choose-max local energy; low band choose-max local energy."""
-    sigma, window, threshold = 1.0, 5, 0.3
+    window, threshold = 5, 0.3
 
     def low(band):
         return rules.local_energy_rule(band, window)
 
     def level(bands):                                  # (2, 1, n_dir, H, W)
         maps = np.abs(bands[:, 0])                      # (2, n_dir, H, W)
-        similarity = neural.wncc(maps[0], maps[1], sigma, 3)
+        similarity = neural.wncc(maps[0], maps[1], sigma, radius)
         energy = rules.local_energy(bands, window)
         return neural.similarity_rule(bands, similarity[None, None], energy, threshold)
 

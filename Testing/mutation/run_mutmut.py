@@ -46,7 +46,8 @@ NEURAL_TESTS = [SP_REF] + [SP + t for t in (
     "test_otsu_and_local_measures", "test_dual_channel_scm_credits_the_stronger_source", "test_wncc_extremes")]
 CSC_TESTS = [SP + t for t in ("test_cbpdn_matches_a_direct_lasso_solution", "test_cbpdn_batches_independently",
                               "test_cbpdn_rejects_bad_iteration_limit")] + [T + "test_csc_reference.py"]
-SP_TESTS = [T + "test_signal_processing.py", SP_REF, T + "test_sp_methods_reference.py"]
+SP_TESTS = [T + "test_signal_processing.py", SP_REF, T + "test_sp_methods_reference.py",
+            T + "test_sp_families_mutation_kills.py"]
 #: module name -> (file to mutate, test files that cover it)
 MODULES = {
     "rules": ("MedFusionLib/rules.py", RULES_TESTS),
@@ -140,7 +141,7 @@ def _undecorate_tree(work: str, pattern: str) -> list:
     return changed
 
 
-def _configure(work: str, module: str, tests) -> list:
+def _configure(work: str, module: str, tests, timeout_multiplier=None) -> list:
     tests = [t for t in tests if os.path.exists(os.path.join(work, t.split("::")[0]))]   # files not there yet
     path = os.path.join(work, "pyproject.toml")
     text = open(path, encoding="utf-8").read()
@@ -151,7 +152,8 @@ def _configure(work: str, module: str, tests) -> list:
              f"only_mutate = {quoted([module] if isinstance(module, str) else list(module))}\n"
              'also_copy = ["Testing/"]\n'
              f"pytest_add_cli_args_test_selection = {quoted(tests)}\n"
-             'pytest_add_cli_args = ["-p", "no:cacheprovider", "-q"]\n')
+             'pytest_add_cli_args = ["-p", "no:cacheprovider", "-q"]\n'
+             + (f"timeout_multiplier = {float(timeout_multiplier)}\n" if timeout_multiplier else ""))
     open(path, "w", encoding="utf-8").write(text)
     return tests
 
@@ -168,6 +170,12 @@ def main(argv=None) -> int:
     parser.add_argument("--only", nargs="+", default=None, metavar="GLOB",
                         help="run only the mutants whose names match (fnmatch), e.g. '*__mutmut_*[05]' for a "
                              "one-in-five sample or 'MedFusionLib.rules_neural.x_wncc*'; the score counts them only")
+    parser.add_argument("--timeout-multiplier", type=float, default=None,
+                        help="mutmut's CPU-time limit factor (its default 15, doubled): raise it where the tests "
+                             "of a mutant pay a set-up cost (session fixtures, weights) that the stats run "
+                             "charged to another test; a changed value re-runs only the timed-out mutants")
+    parser.add_argument("--keep-copy", action="store_true",
+                        help="reuse the copy of an earlier run (its stats and verdicts) instead of laying it out")
     parser.add_argument("--keep-decorators", action="store_true",
                         help="do not rewrite decorated functions (mutmut then skips their bodies)")
     args = parser.parse_args(argv)
@@ -177,10 +185,13 @@ def main(argv=None) -> int:
         return 0
     path, tests = MODULES[args.module]
     work = os.path.join(args.work_dir, args.module)
-    _lay_out(work, args.worktree)
     patterns = [path] if isinstance(path, str) else list(path)
-    undecorated = [] if args.keep_decorators else [f for p in patterns for f in _undecorate_tree(work, p)]
-    tests = _configure(work, path, tests)
+    if args.keep_copy and os.path.isdir(os.path.join(work, "mutants")):
+        undecorated = ["(kept from the earlier run)"]
+    else:
+        _lay_out(work, args.worktree)
+        undecorated = [] if args.keep_decorators else [f for p in patterns for f in _undecorate_tree(work, p)]
+    tests = _configure(work, path, tests, args.timeout_multiplier)
     mutmut = os.path.join(os.path.dirname(sys.executable), "mutmut")
     env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
     with open(os.path.join(work, "mutmut-run.log"), "w") as log:   # its progress bar, kept out of stdout

@@ -1,0 +1,137 @@
+"""Tests prompted by the survivors of a mutation run over the signal-processing method bodies (families/nsst.py,
+nsct.py, csr.py; docs/testing.md, 'Mutation testing'): cancellation polled inside the pulse-coupled iterations
+(not only between bands), progress that stays monotone and within [0, 1] when CSR codes in several groups and
+when the CNN variant of nsst_dcscm runs chunk by chunk, the CSR dictionary's validation bounds, and the exact
+messages of the planning checks."""
+
+import numpy as np
+import pytest
+import torch
+
+import MedFusionLib as mf
+from MedFusionLib.families import csr as csr_family
+from MedFusionLib.families import nsst as nsst_family
+
+
+@pytest.fixture(scope="module")
+def pair():
+    """Two 32 x 36 sources with different structure (a smoothed noise texture and a bright disc)."""
+    from scipy import ndimage as ndi
+    rng = np.random.default_rng(5)
+    texture = ndi.gaussian_filter(rng.random((32, 36)), 1.0)
+    texture = (texture - texture.min()) / (texture.max() - texture.min())
+    yy, xx = np.mgrid[:32, :36]
+    disc = ndi.gaussian_filter(((yy - 14) ** 2 + (xx - 20) ** 2 < 90).astype(float), 1.5)
+    return [texture.astype(np.float32), (0.2 + 0.7 * disc).astype(np.float32)]
+
+
+@pytest.mark.parametrize("method,params,pulse", [("nsst_papcnn", {}, "pa_pcnn_firing_times"),
+                                                 ("nsst_abnm_wsml", {}, "pa_pcnn_firing_times"),
+                                                 ("nsst_dcscm", {}, "dual_channel_scm"),
+                                                 ("nsct", {"high_rule": "pcnn"}, "pcnn_firing_times")])
+def test_cancel_stops_the_next_pulse_coupled_band(method, params, pulse, pair, monkeypatch):
+    """The directional bands are fused one after the other, each by a pulse-coupled model, and a report
+    follows each band. A Cancel pressed at the first report must stop the second band's model as it starts
+    (the models poll the cancel request themselves), not after the model has run to its end (the next report
+    would stop it too, a whole band late): exactly one model run completes."""
+    from MedFusionLib import rules_neural
+    original = getattr(rules_neural, pulse)
+    completed = []
+
+    def counted(*args, **kwargs):
+        out = original(*args, **kwargs)
+        completed.append(out.shape)
+        return out
+
+    monkeypatch.setattr(rules_neural, pulse, counted)
+    token = mf.CancelToken()
+    with pytest.raises(mf.FusionCancelled):
+        mf.fuse(pair, method=method, directions=(2, 4), iterations=40, input_ranges=(0, 1), output_range="unit",
+                progress=lambda f, m: token.cancel() if m == "fusing NSST/NSCT bands" else None, cancel=token,
+                **params)
+    assert len(completed) == 1
+
+
+def _assert_monotone_within_unit(fractions):
+    assert fractions, "no progress was reported"
+    assert all(0.0 <= f <= 1.0 for f in fractions), fractions
+    assert fractions == sorted(fractions), fractions
+    assert fractions[-1] == pytest.approx(1.0)
+
+
+def test_csr_progress_over_several_coding_groups(pair, monkeypatch):
+    """With one source-slice image per CBPDN solve (a 3-slice volume of 2 sources: 6 solves), each solve
+    covers its own sixth of the method's range: the reports rise monotonically to 1 and never leave [0, 1],
+    and the result is the one of a single solve of everything (the grouping changes only the schedule)."""
+    volume = [np.stack([np.roll(x, 4 * k, axis=1) for k in range(3)]) for x in pair]
+    kw = dict(method="csr", mode="slices", max_iter=15, input_ranges=(0, 1), output_range="unit")
+    whole = mf.fuse(volume, **kw)
+    filters, _ = csr_family.load_dictionary()
+    monkeypatch.setattr(csr_family, "_SOLVE_ELEMENTS", filters.shape[0] * 32 * 36)     # one image a solve
+    reports = []
+    grouped = mf.fuse(volume, progress=lambda f, m: reports.append(f), **kw)
+    _assert_monotone_within_unit(reports)
+    np.testing.assert_allclose(grouped, whole, atol=1e-4)
+
+
+def test_dcscm_cnn_variant_progress_over_chunks(pair, monkeypatch):
+    """The CNN variant of nsst_dcscm fuses chunk by chunk, each with its own weight map and its own share
+    of the range: with one slice a chunk, 3 slices report monotonically up to 1, within [0, 1]."""
+    if nsst_family.cnn_weight_map_function() is None:
+        pytest.fail("the shipped cnn_weight_map weights should load")
+    volume = [np.stack([np.roll(x, 4 * k, axis=1) for k in range(3)]) for x in pair]
+    monkeypatch.setattr(nsst_family, "_CHUNK_PIXELS", 32 * 36)
+    reports = []
+    mf.fuse(volume, method="nsst_dcscm", mode="slices", directions=(2, 4), iterations=20, use_cnn_weights=True,
+            input_ranges=(0, 1), output_range="unit", progress=lambda f, m: reports.append(f))
+    _assert_monotone_within_unit(reports)
+
+
+def _save_dictionary(tmp_path, filters):
+    path = str(tmp_path / "dictionary.npz")
+    np.savez(path, filters=filters, meta="{}")
+    return path
+
+
+def test_csr_dictionary_validation_bounds(tmp_path):
+    """Filters of up to 32 x 32 samples are accepted (the bound is inclusive) and come back float32 whatever
+    the stored dtype; a filter that is all zeros (it would code nothing, and its normalisation divides by
+    zero) is rejected as corrupt with the training command in the message."""
+    rng = np.random.default_rng(0)
+    largest = rng.standard_normal((2, 32, 32))                       # float64 on disk
+    filters, meta = csr_family.load_dictionary(_save_dictionary(tmp_path, largest))
+    assert filters.shape == (2, 32, 32) and filters.dtype == np.float32 and meta == {}
+    np.testing.assert_allclose(filters, largest, rtol=1e-6)
+    (tmp_path / "big").mkdir()
+    with pytest.raises(mf.WeightsError, match="corrupt"):
+        csr_family.load_dictionary(_save_dictionary(tmp_path / "big", rng.standard_normal((2, 33, 33))))
+    with_zero = rng.standard_normal((3, 8, 8))
+    with_zero[1] = 0.0
+    (tmp_path / "zero").mkdir()
+    with pytest.raises(mf.WeightsError, match=r"corrupt .*re-create it with"):
+        csr_family.load_dictionary(_save_dictionary(tmp_path / "zero", with_zero))
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a machine without CUDA; "
+                    "test_cuda.py runs csr on the GPU where there is one")
+def test_csr_on_cuda_without_a_gpu_is_refused_at_planning(pair, monkeypatch):
+    """device='cuda' without a GPU is a FusionInputError naming the method, raised by the planning check
+    (before the Tikhonov split or any CBPDN solve)."""
+    def no_work(*args, **kwargs):
+        raise AssertionError("the method ran although its check should have refused it")
+    monkeypatch.setattr(csr_family, "tikhonov_split", no_work)
+    with pytest.raises(mf.FusionInputError, match="method 'csr': .*cuda"):
+        mf.fuse(pair, method="csr", device="cuda")
+
+
+def test_planning_messages_name_the_method_and_the_remedy(pair, monkeypatch):
+    """The planning checks' messages: NSCT's direction check names 'nsct'; the CNN variant of nsst_dcscm
+    without the CNN weight map says what is missing and what to set instead."""
+    with pytest.raises(mf.FusionInputError, match=r"^method 'nsct': "):
+        mf.fuse(pair, method="nsct", directions=(2, 3))
+    monkeypatch.setattr(nsst_family, "cnn_weight_map_function", lambda: None)
+    with pytest.raises(mf.FusionInputError,
+                       match=r"^method 'nsst_dcscm': use_cnn_weights=true needs the deep-learning family's "
+                             r"'cnn_weight_map' method with its trained weights, which are not available here; "
+                             r"set use_cnn_weights=false \(local-similarity low-band rule\) or train/install"):
+        mf.fuse(pair, method="nsst_dcscm", use_cnn_weights=True)
