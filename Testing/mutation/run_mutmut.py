@@ -68,7 +68,8 @@ MODULES = {
     "csc": ("MedFusionLib/transforms/_csc.py", CSC_TESTS),
     "rules_neural": ("MedFusionLib/rules_neural.py", NEURAL_TESTS),
     "families_sp": ("MedFusionLib/families/[nc]s*.py", SP_TESTS),      # nsst.py, nsct.py, csr.py
-    "families_learned": ("MedFusionLib/families/*learned*.py", [T + "test_deep_methods.py"]),   # _learned, learned_*
+    "families_learned": ("MedFusionLib/families/*learned*.py",                           # _learned, learned_*
+                         [T + "test_deep_methods.py", T + "test_deep_adversarial.py", T + "test_deep_encoder_decoder.py"]),
     "metrics": ("MedFusionLib/metrics/*.py", [T + "test_metrics.py", T + "test_metric_references.py",
                                               T + "test_metrics_mutation_kills.py"]),   # the whole package
 }
