@@ -69,7 +69,8 @@ MODULES = {
     "rules_neural": ("MedFusionLib/rules_neural.py", NEURAL_TESTS),
     "families_sp": ("MedFusionLib/families/[nc]s*.py", SP_TESTS),      # nsst.py, nsct.py, csr.py
     "families_learned": ("MedFusionLib/families/*learned*.py",                           # _learned, learned_*
-                         [T + "test_deep_methods.py", T + "test_deep_adversarial.py", T + "test_deep_encoder_decoder.py"]),
+                         [T + "test_deep_methods.py", T + "test_deep_adversarial.py", T + "test_deep_encoder_decoder.py",
+                          T + "test_learned_families_mutation_kills.py"]),
     "metrics": ("MedFusionLib/metrics/*.py", [T + "test_metrics.py", T + "test_metric_references.py",
                                               T + "test_metrics_mutation_kills.py"]),   # the whole package
 }
