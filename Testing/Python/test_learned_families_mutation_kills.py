@@ -93,3 +93,25 @@ def test_weight_map_checks_each_input_by_name_and_defaults_to_auto(slices, monke
     from MedFusionLib.progress import Progress
     weight_map(np.stack([a, b]), np.stack([b, a]), device="cpu", progress=Progress(lambda f, m: seen.append(f)))
     assert asked == ["auto", "cpu"] and seen and seen[-1] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("method,changes", [
+    ("dscnn", ({"low_rule": "mean"}, {"window": 5})),
+    ("cnn_weight_map", ({"levels": 2}, {"window": 5}, {"threshold": 0.2})),
+])
+def test_every_method_parameter_reaches_the_network(method, changes, pair):
+    """Each parameter of the methods that have more than a device changes the fused image when it leaves
+    its default (a parameter dropped between the registry and the network would leave it unchanged)."""
+    kw = dict(input_ranges=(0, 1), output_range="unit", device="cpu")
+    default = mf.fuse(pair, method=method, **kw)
+    for change in changes:
+        changed = mf.fuse(pair, method=method, **change, **kw)
+        assert np.abs(changed - default).max() > 1e-4, change
+
+
+def test_weight_map_refuses_two_shapes_by_name(slices):
+    from MedFusionLib.families.learned_cnn import weight_map
+
+    a = slices["mri"][3]
+    with pytest.raises(FusionInputError, match=r"^weight_map takes two images of one shape.*got \(48, 40\) and \(47, 40\)"):
+        weight_map(a, a[:-1])
