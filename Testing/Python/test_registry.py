@@ -79,3 +79,23 @@ def test_registering_once_makes_a_method_available_to_fuse():
 def test_duplicate_registration_is_an_error():
     with pytest.raises(ValueError, match="registered twice"):
         register("average", family="classical", summary="x", reference="x")(lambda stack: stack[0])
+
+
+def test_function_defaults_are_the_registered_defaults():
+    """A registered function called directly (``spec.func(stack)``, as scikit-image-style library code does)
+    behaves as ``fuse()`` with no parameters: every keyword default of the function equals its Param's
+    default, and the function takes no parameter the registry does not describe."""
+    import inspect
+
+    for spec in mf.methods():
+        signature = inspect.signature(spec.func).parameters
+        described = {p.name for p in spec.params}
+        assert set(signature) - described <= {"stack", "progress"}, spec.name
+        for param in spec.params:
+            default = signature[param.name].default
+            if isinstance(param.default, (tuple, list)):
+                default = list(default)
+                expected = list(param.default)
+            else:
+                expected = param.default
+            assert default == expected, (spec.name, param.name, default, param.default)
