@@ -7,6 +7,7 @@ usable without loading torch; so the learned modules describe themselves here an
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable, Mapping, Optional, Tuple
 
 from ..registry import Param
@@ -23,16 +24,20 @@ def learned_check(method: str, extra: Optional[Callable[[Mapping[str, Any], int,
     requested without a GPU is a :class:`FusionInputError`), then the weights (missing or corrupt weights
     are a :class:`~MedFusionLib.errors.WeightsError` naming the training command). Runs in ``plan()``,
     before any image work; the weights are loaded once and cached."""
+    # The work is a module-level function called at plan time, not the closure's body, so that a
+    # mutation tool forking after import still reaches it (docs/testing.md, 'Learned families').
+    return functools.partial(check_learned, method, extra)
 
-    def check(params: Mapping[str, Any], n_inputs: int, shape: Optional[Tuple[int, ...]]) -> None:
-        if extra is not None:
-            extra(params, n_inputs, shape)
-        from ..deep import weights
 
-        weights.resolve_device(params.get("device", "auto"))
-        weights.check_weights(method)
+def check_learned(method: str, extra, params: Mapping[str, Any], n_inputs: int,
+                  shape: Optional[Tuple[int, ...]]) -> None:
+    """The check :func:`learned_check` returns, for ``method`` with its ``extra`` parameter limits."""
+    if extra is not None:
+        extra(params, n_inputs, shape)
+    from ..deep import weights
 
-    return check
+    weights.resolve_device(params.get("device", "auto"))
+    weights.check_weights(method)
 
 
 def run_network(method: str, stack, device: str, progress, **forward_kwargs):
