@@ -125,13 +125,6 @@ def test_bad_parameters_are_refused_before_work(slices):
         mf.fuse([a, b], method="u2fusion", levels=3)
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a CUDA GPU")
-@pytest.mark.parametrize("method", LEARNED)
-def test_cuda_without_gpu_is_an_input_error(method, slices):
-    with pytest.raises(FusionInputError, match="cuda"):
-        mf.fuse([slices["mri"][3], slices["pet"][3]], method=method, device="cuda")
-
-
 @pytest.mark.parametrize("method", LEARNED)
 def test_missing_or_corrupt_weights_name_the_training_command(method, slices, tmp_path, monkeypatch):
     a, b = slices["mri"][3], slices["pet"][3]
@@ -172,34 +165,3 @@ def test_import_and_classical_methods_do_not_load_torch():
             "assert 'torch' not in sys.modules, 'torch was imported'\n")
     subprocess.run([sys.executable, "-c", code], check=True)
 
-
-ALL_LEARNED = tuple(s.name for s in mf.methods("deep learning"))
-
-
-@pytest.mark.parametrize("method", ALL_LEARNED)
-def test_the_device_parameter_reaches_the_network(method, slices, monkeypatch):
-    """device='cpu' is what the inference resolves, for every learned method (a method that dropped its
-    device and let 'auto' decide would run on a GPU where one is present although the CPU was asked for)."""
-    from MedFusionLib.deep import inference, weights
-    asked = []
-    real = weights.resolve_device
-
-    def recording(device):
-        asked.append(device)
-        return real(device)
-
-    monkeypatch.setattr(inference, "resolve_device", recording)
-    mf.fuse([slices["mri"][3], slices["pet"][3]], method=method, input_ranges=(0, 1), output_range="unit",
-            device="cpu")
-    assert asked and set(asked) == {"cpu"}, asked
-
-
-def test_dscnn_consistency_check_is_applied(slices):
-    """DSCNN's choose-max feature rule with and without the majority-filter consistency check gives
-    different images on a textured pair (the check is passed through, not dropped)."""
-    kw = dict(input_ranges=(0, 1), output_range="unit", device="cpu")
-    pair = [slices["mri"][3], slices["pet"][3]]
-    with_check = mf.fuse(pair, method="dscnn", consistency=True, **kw)
-    without = mf.fuse(pair, method="dscnn", consistency=False, **kw)
-    np.testing.assert_array_equal(with_check, mf.fuse(pair, method="dscnn", **kw))     # True is the default
-    assert np.abs(with_check - without).max() > 1e-3

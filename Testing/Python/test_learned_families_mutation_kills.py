@@ -115,3 +115,32 @@ def test_weight_map_refuses_two_shapes_by_name(slices):
     a = slices["mri"][3]
     with pytest.raises(FusionInputError, match=r"^weight_map takes two images of one shape.*got \(48, 40\) and \(47, 40\)"):
         weight_map(a, a[:-1])
+
+
+@pytest.mark.parametrize("method", LEARNED)
+def test_the_device_parameter_reaches_the_network(method, slices, monkeypatch):
+    """device='cpu' is what the inference resolves, for every learned method (a method that dropped its
+    device and let 'auto' decide would run on a GPU where one is present although the CPU was asked for)."""
+    from MedFusionLib.deep import inference, weights
+    asked = []
+    real = weights.resolve_device
+
+    def recording(device):
+        asked.append(device)
+        return real(device)
+
+    monkeypatch.setattr(inference, "resolve_device", recording)
+    mf.fuse([slices["mri"][3], slices["pet"][3]], method=method, input_ranges=(0, 1), output_range="unit",
+            device="cpu")
+    assert asked and set(asked) == {"cpu"}, asked
+
+
+def test_dscnn_consistency_check_is_applied(slices):
+    """DSCNN's choose-max feature rule with and without the majority-filter consistency check gives
+    different images on a textured pair (the check is passed through, not dropped)."""
+    kw = dict(input_ranges=(0, 1), output_range="unit", device="cpu")
+    pair = [slices["mri"][3], slices["pet"][3]]
+    with_check = mf.fuse(pair, method="dscnn", consistency=True, **kw)
+    without = mf.fuse(pair, method="dscnn", consistency=False, **kw)
+    np.testing.assert_array_equal(with_check, mf.fuse(pair, method="dscnn", **kw))     # True is the default
+    assert np.abs(with_check - without).max() > 1e-3
