@@ -277,12 +277,11 @@ def _fuse_block(p: FusionPlan, blocks: Sequence[np.ndarray], progress: Progress)
 
 def _output_window(p: FusionPlan) -> Optional[Tuple[float, float]]:
     if p.colour_output:
-        return None
+        return None   # RGB uint8 output: no grey window (and the reference, being grey, has one)
     if p.output_range == "unit":
         return (0.0, 1.0)
     if p.output_range == "reference":
-        reference = p.sources[0]
-        return reference.window if not reference.is_colour else (0.0, 255.0)
+        return p.sources[0].window
     return p.output_range
 
 

@@ -55,7 +55,7 @@ MODULES = {
     "intensity": ("MedFusionLib/intensity.py", [T + "test_intensity.py", T + "test_pipeline.py"]),
     "pyramid": ("MedFusionLib/transforms/pyramid.py", RULES_TESTS),
     "filters": ("MedFusionLib/transforms/filters.py", RULES_TESTS),
-    "pipeline": ("MedFusionLib/pipeline.py", [T + "test_pipeline.py", T + "test_colour.py", T + "test_colour_edges.py"]),
+    "pipeline": ("MedFusionLib/pipeline.py", [T + "test_pipeline.py", T + "test_pipeline_mutation_kills.py", T + "test_colour.py", T + "test_colour_edges.py"]),
     "families_classical": ("MedFusionLib/families/[pgpw]*.py", [T + "test_classical_methods.py",
                                                               T + "test_families_checks.py",
                                                               T + "test_classical_reference.py"]),
