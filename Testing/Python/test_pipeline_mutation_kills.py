@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import MedFusionLib as mf
-from MedFusionLib import colour, intensity
+from MedFusionLib import colour
 from MedFusionLib.errors import FusionInputError
 from MedFusionLib.pipeline import plan
 
