@@ -135,3 +135,73 @@ def test_planning_messages_name_the_method_and_the_remedy(pair, monkeypatch):
                              r"'cnn_weight_map' method with its trained weights, which are not available here; "
                              r"set use_cnn_weights=false \(local-similarity low-band rule\) or train/install"):
         mf.fuse(pair, method="nsst_dcscm", use_cnn_weights=True)
+
+
+# --- from the survivors of a second sample (2026-12-04, '*__mutmut_*5') --------------------------------
+def test_dcscm_cnn_variant_reports_every_band_of_every_chunk(pair, monkeypatch):
+    """Each chunk's bands report within the chunk's share (not only the chunk boundaries): with 3 one-slice
+    chunks and directions (2, 4), 3 x (2 + 4) directional-band reports."""
+    if nsst_family.cnn_weight_map_function() is None:
+        pytest.fail("the shipped cnn_weight_map weights should load")
+    volume = [np.stack([np.roll(x, 4 * k, axis=1) for k in range(3)]) for x in pair]
+    monkeypatch.setattr(nsst_family, "_CHUNK_PIXELS", 32 * 36)
+    messages = []
+    mf.fuse(volume, method="nsst_dcscm", mode="slices", directions=(2, 4), iterations=5, use_cnn_weights=True,
+            input_ranges=(0, 1), output_range="unit", progress=lambda f, m: messages.append(m))
+    assert messages.count("fusing NSST/NSCT bands") == 3 * 6
+
+
+def test_csr_needs_16_by_16_samples(pair):
+    from MedFusionLib.pipeline import plan
+    plan([x[:16, :16] for x in pair], "csr")
+    for crop in [(slice(0, 15), slice(0, 16)), (slice(0, 16), slice(0, 15))]:
+        with pytest.raises(mf.FusionInputError, match="at least 16 x 16 samples"):
+            plan([x[crop] for x in pair], "csr")
+
+
+def test_csr_dictionary_sizes_and_format(tmp_path):
+    """Up to 512 filters are accepted, 513 are not; a file without the 'meta' entry loads with an empty
+    description; a pickled (object) array is refused unread, as any untrusted pickle must be."""
+    rng = np.random.default_rng(1)
+    filters, _ = csr_family.load_dictionary(_save_dictionary(tmp_path, rng.standard_normal((512, 2, 2))))
+    assert filters.shape == (512, 2, 2)
+    (tmp_path / "513").mkdir()
+    with pytest.raises(mf.WeightsError, match="corrupt"):
+        csr_family.load_dictionary(_save_dictionary(tmp_path / "513", rng.standard_normal((513, 2, 2))))
+    bare = str(tmp_path / "bare.npz")
+    np.savez(bare, filters=rng.standard_normal((2, 4, 4)))
+    filters, meta = csr_family.load_dictionary(bare)
+    assert filters.shape == (2, 4, 4) and meta == {}
+    pickled = str(tmp_path / "pickled.npz")
+    np.savez(pickled, filters=rng.standard_normal((2, 4, 4)).astype(object), meta="{}")
+    with pytest.raises(mf.WeightsError, match="missing or unreadable .*allow_pickle"):
+        csr_family.load_dictionary(pickled)
+
+
+def test_abnm_linking_scale_is_clipped_to_a_quarter_and_four(monkeypatch):
+    """The adaptive linking strength WSML / mean(WSML) is clipped to [0.25, 4]: on sparse bright dots over a
+    dark field the ratio exceeds 5 at the dots and falls below 0.25 away from them, so both bounds bind."""
+    from MedFusionLib import rules_neural
+    original = rules_neural.pa_pcnn_firing_times
+    scales = []
+
+    def recorded(stimulus, iterations, scale, **kwargs):
+        scales.append(np.asarray(scale))
+        return original(stimulus, iterations, scale, **kwargs)
+
+    monkeypatch.setattr(rules_neural, "pa_pcnn_firing_times", recorded)
+    dots = np.zeros((32, 32), np.float32)
+    dots[8, 8] = dots[20, 25] = dots[27, 5] = 1.0
+    mf.fuse([dots, np.roll(dots, 3, axis=0)], method="nsst_abnm_wsml", directions=(2,), iterations=5,
+            input_ranges=(0, 1), output_range="unit")
+    assert scales
+    assert max(s.max() for s in scales) == np.float32(4.0)
+    assert min(s.min() for s in scales) == np.float32(0.25)
+
+
+def test_nsst_similarity_passes_its_device_to_the_feature_network(pair, monkeypatch):
+    original = nsst_family.band_feature_function
+    devices = []
+    monkeypatch.setattr(nsst_family, "band_feature_function", lambda device: devices.append(device) or original(device))
+    mf.fuse(pair, method="nsst_similarity", directions=(2,), device="cpu")
+    assert devices == ["cpu"]
