@@ -211,3 +211,188 @@ def test_the_colour_space_reaches_the_colour_branch(recorder, space):
     np.testing.assert_array_equal(out, written_out(space))
     other = [s for s in colour.COLOUR_SPACES if s != space][0]
     assert np.abs(written_out(other).astype(int) - out.astype(int)).max() > 2
+
+
+# --- from the survivors of the rerun (2026-12-04) ----------------------------------------------------
+@pytest.mark.parametrize("space", colour.COLOUR_SPACES)
+def test_rgb_inputs_are_split_and_their_chromas_fused_in_the_chosen_space(recorder, space):
+    """Two RGB inputs: each is converted to luma/chroma in ``space``, the chromas are fused by distance from
+    that space's neutral, and the method's luma (input 0's) goes back through the same space."""
+    rng = np.random.default_rng(4)
+    a = rng.integers(0, 256, (6, 7, 3), dtype=np.uint8)
+    b = rng.integers(0, 256, (6, 7, 3), dtype=np.uint8)
+    out = mf.fuse([a, b], method="_test_recorder", colour_space=space)
+
+    def written_out(space):
+        (luma_a, chroma_a), (_, chroma_b) = (colour.rgb_to_luma_chroma(x[None], space) for x in (a, b))
+        fused_chroma = colour.fuse_chroma([chroma_a, chroma_b], space)
+        return colour.luma_chroma_to_rgb(np.clip(luma_a, 0, 1), fused_chroma, space)[0]
+
+    np.testing.assert_array_equal(out, written_out(space))
+    other = [s for s in colour.COLOUR_SPACES if s != space][0]
+    assert np.abs(written_out(other).astype(int) - out.astype(int)).max() > 2
+
+
+def test_the_memory_check_is_told_the_resolved_mode_and_colour_output(recorder_2d_only, monkeypatch):
+    from MedFusionLib import memory
+    seen = []
+    original = memory.check_fusion
+    monkeypatch.setattr(memory, "check_fusion",
+                        lambda *args, **kwargs: seen.append((args[3], kwargs["colour_output"])) or original(*args, **kwargs))
+    v = _pair((3, 6, 7))
+    plan(v, "_test_recorder_2d")
+    plan(v, "_test_recorder_2d", colormap="hot")
+    rgb = np.zeros((3, 6, 7, 3), np.uint8)
+    plan([v[0], rgb], "_test_recorder_2d")
+    plan(_pair((6, 7)), "_test_recorder_2d", colormap=[None, "none"])
+    assert seen == [("slices", False), ("slices", True), ("slices", True), ("2d", False)]
+
+
+def test_an_unbatched_method_gets_one_slice_at_a_time():
+    from MedFusionLib.registry import _REGISTRY, register
+    calls = []
+
+    @register("_test_unbatched", family="classical", summary="input 0, unbatched (tests)", reference="none",
+              batched=False)
+    def one(stack):
+        calls.append(stack.shape)
+        return stack[0]
+
+    try:
+        assert plan(_pair((3, 6, 7)), "_test_unbatched", batch_size=3).batch_size == 1
+        mf.fuse(_pair((3, 6, 7)), method="_test_unbatched", batch_size=3)
+    finally:
+        _REGISTRY.pop("_test_unbatched", None)
+    assert calls == [(2, 1, 6, 7)] * 3
+
+
+@pytest.mark.parametrize("batch_size", [0, -1, 1.5, True, "2"])
+def test_a_bad_batch_size_is_refused_in_every_mode(batch_size):
+    for images in (_pair((6, 7)), _pair((3, 6, 7))):
+        with pytest.raises(FusionInputError, match=r"^batch_size must be a positive integer; got "
+                           + repr(batch_size).replace(".", r"\.")):
+            plan(images, "max", batch_size=batch_size)
+
+
+def test_a_2d_image_too_small_for_the_parameters_is_refused_at_planning():
+    with pytest.raises(FusionInputError, match="too many"):
+        plan(_pair((8, 8)), "laplacian", params=dict(levels=5))
+
+
+def test_float64_values_beyond_float32_are_refused_both_signs_and_the_limit_is_allowed():
+    limit = float(np.finfo(np.float32).max)
+    ok = np.zeros((4, 4))
+    ok[0, 0], ok[0, 1] = limit, -limit
+    plan([np.zeros((4, 4)), ok], "max")
+    for value, shown in [(1e39, r"1e\+39"), (-1e39, r"1e\+39")]:
+        bad = np.zeros((4, 4))
+        bad[1, 1] = value
+        with pytest.raises(FusionInputError, match=rf"^input 1 has values up to {shown} in magnitude; fusion works "
+                                                   rf"in float32, allowed: within \+-3\.403e\+38"):
+            plan([np.zeros((4, 4)), bad], "max")
+
+
+def test_messages_name_the_input_and_the_option():
+    with pytest.raises(FusionInputError, match="^input 1 has dtype complex128"):
+        plan([np.zeros((4, 4)), np.zeros((4, 4), complex)], "max")
+    with pytest.raises(FusionInputError, match=r"^output_range must be finite"):
+        plan(_pair((4, 4)), "max", output_range=(5, 5))
+    with pytest.raises(FusionInputError, match=r"^input_ranges must be finite"):
+        plan(_pair((4, 4)), "max", input_ranges=(5, 5))
+    with pytest.raises(FusionInputError, match=r"^input_ranges\[1\] must be finite"):
+        plan(_pair((4, 4)), "max", input_ranges=[(0, 1), (5, 5)])
+    with pytest.raises(FusionInputError, match=r"^mode must be one of auto, slices, 3d; got '4d'"):
+        plan(_pair((4, 4)), "max", mode="4d")
+    with pytest.raises(FusionInputError, match=r"^colour_space must be one of ycbcr, ihs; got 'lab'"):
+        plan(_pair((4, 4)), "max", colour_space="lab")
+    with pytest.raises(FusionInputError, match=r"^mode='3d' needs 3-D inputs; these are 2-D images$"):
+        plan(_pair((4, 4)), "max", mode="3d")
+    with pytest.raises(FusionInputError, match=r"^colormap needs one entry per input \(2\) or a single name; got 3$"):
+        plan(_pair((4, 4)), "max", colormap=["hot", None, None])
+    with pytest.raises(FusionInputError, match=r"^images must be a sequence of 2 or more arrays; got int$"):
+        plan(5, "max")
+
+
+def test_mode_3d_refusal_lists_the_3d_methods_comma_separated(recorder_2d_only):
+    from MedFusionLib.registry import methods
+    natively = ", ".join(s.name for s in methods() if s.supports_3d)
+    with pytest.raises(FusionInputError, match=r"or a 3-D method: " + natively.replace(".", r"\.") + "$"):
+        plan(_pair((4, 6, 7)), "_test_recorder_2d", mode="3d")
+
+
+def test_empty_and_none_colour_map_entries_mean_grey():
+    a, b = _pair((6, 7))
+    grey = mf.fuse([a, b], method="max")
+    for maps in ([None, "none"], ["", None], ["none", ""]):
+        out = mf.fuse([a, b], method="max", colormap=maps)
+        assert out.dtype == np.float32
+        np.testing.assert_array_equal(out, grey)
+    assert mf.fuse([a, b], method="max", colormap=["hot", "none"]).shape == (6, 7, 3)
+
+
+def test_a_method_returning_the_wrong_shape_is_named():
+    from MedFusionLib.registry import _REGISTRY, register
+
+    @register("_test_wrong_shape", family="classical", summary="wrong shape (tests)", reference="none")
+    def wrong(stack):
+        return stack[0, :, :-1]
+
+    try:
+        with pytest.raises(RuntimeError, match=r"^method '_test_wrong_shape' returned shape \(1, 5, 7\), "
+                                               r"expected \(1, 6, 7\)$"):
+            mf.fuse(_pair((6, 7)), method="_test_wrong_shape")
+    finally:
+        _REGISTRY.pop("_test_wrong_shape", None)
+
+
+def test_the_percentiles_set_the_input_windows():
+    """Without input ranges each input is windowed at the given percentiles: the mean of two images maps
+    (mean of the per-input normalised values) to the reference's window."""
+    rng = np.random.default_rng(6)
+    a = rng.normal(100, 30, (16, 16))
+    b = rng.normal(5, 2, (16, 16))
+    out = mf.fuse([a, b], method="average", percentiles=(10, 90))
+    (la, ha), (lb, hb) = np.percentile(a, [10, 90]), np.percentile(b, [10, 90])
+    mean01 = 0.5 * (np.clip((a - la) / (ha - la), 0, 1) + np.clip((b - lb) / (hb - lb), 0, 1))
+    np.testing.assert_allclose(out, la + mean01 * (ha - la), rtol=1e-4, atol=1e-3)
+
+
+def test_slice_batches_report_their_range_the_methods_progress_inside_it_and_done():
+    """6 slices in batches of 2: 'fusing slices 1-2 of 6', '3-4', '5-6', each followed by the method's own
+    half-way report mapped into its batch's third of the work range [0.02, 1], then 'done' at 1."""
+    from MedFusionLib.registry import _REGISTRY, register
+
+    @register("_test_reporting", family="classical", summary="input 0, reports half-way (tests)", reference="none")
+    def reporting(stack, progress=None):
+        progress.report(0.5, "half")
+        return stack[0]
+
+    reports = []
+    try:
+        mf.fuse(_pair((6, 5, 4)), method="_test_reporting", batch_size=2, progress=lambda f, m: reports.append((f, m)))
+    finally:
+        _REGISTRY.pop("_test_reporting", None)
+    work = lambda x: 0.02 + 0.98 * x   # noqa: E731 - the work range after the windows
+    expected = [(0.0, "measuring intensity windows")]
+    for k in range(3):
+        expected += [(work(k / 3), f"fusing slices {2 * k + 1}-{2 * k + 2} of 6"), (work((k + 0.5) / 3), "half")]
+    expected.append((1.0, "done"))
+    assert [m for _, m in reports] == [m for _, m in expected]
+    np.testing.assert_allclose([f for f, _ in reports], [f for f, _ in expected], atol=1e-9)
+
+
+def test_a_2d_call_reports_the_method_inside_the_work_range_then_done():
+    from MedFusionLib.registry import _REGISTRY, register
+
+    @register("_test_reporting2", family="classical", summary="input 0, reports half-way (tests)", reference="none")
+    def reporting(stack, progress=None):
+        progress.report(0.5, "half")
+        return stack[0]
+
+    reports = []
+    try:
+        mf.fuse(_pair((6, 5)), method="_test_reporting2", progress=lambda f, m: reports.append((f, m)))
+    finally:
+        _REGISTRY.pop("_test_reporting2", None)
+    assert [m for _, m in reports] == ["measuring intensity windows", "half", "done"]
+    np.testing.assert_allclose([f for f, _ in reports], [0.0, 0.51, 1.0], atol=1e-9)
