@@ -44,6 +44,7 @@ def _load(path: str, mtime: float):
         raise WeightsError(f"CSR dictionary {path!r} is missing or unreadable ({exc}); re-create it with: "
                            f"{TRAIN_COMMAND}") from None
     if filters.ndim != 3 or not 1 <= filters.shape[0] <= 512 or not 2 <= filters.shape[1] <= 32 \
+            or not 2 <= filters.shape[2] <= 32 \
             or not np.isfinite(filters).all() or not np.all(np.abs(filters).sum(axis=(1, 2)) > 0):
         raise WeightsError(f"CSR dictionary {path!r} is corrupt (filters of shape {filters.shape}, finite: "
                            f"{bool(np.isfinite(filters).all())}); re-create it with: {TRAIN_COMMAND}")

@@ -205,3 +205,156 @@ def test_nsst_similarity_passes_its_device_to_the_feature_network(pair, monkeypa
     monkeypatch.setattr(nsst_family, "band_feature_function", lambda device: devices.append(device) or original(device))
     mf.fuse(pair, method="nsst_similarity", directions=(2,), device="cpu")
     assert devices == ["cpu"]
+
+
+# --- from the survivors of the full run (2026-12-04, all 1013 mutants) ---------------------------------
+@pytest.mark.parametrize("method", ["nsst_papcnn", "nsst_abnm_wsml", "nsst_dcscm", "nsst_similarity", "nsct"])
+def test_the_transform_depth_is_checked_against_the_image_at_planning(method):
+    """Six levels need 128 samples a side: refused for an 8 x 8 image before any work, naming the method."""
+    from MedFusionLib.pipeline import plan
+    with pytest.raises(mf.FusionInputError, match=rf"^method '{method}': directions: 6 levels need images of at "
+                                                  r"least 128 samples per side; got shape \(8, 8\)$"):
+        plan([np.zeros((8, 8), np.float32)] * 2, method, params=dict(directions=(2,) * 6))
+
+
+@pytest.mark.parametrize("method", ["nsct", "nsst_dcscm", "nsst_similarity"])
+def test_an_even_window_is_refused(method, pair):
+    with pytest.raises(mf.FusionInputError, match=rf"^method '{method}': window must be odd; got 4$"):
+        mf.fuse(pair, method=method, window=4)
+
+
+@pytest.mark.parametrize("call", [
+    lambda s: csr_family.csr_fusion(s, max_iter=5),
+    lambda s: nsst_family.nsst_papcnn(s, directions=(2,), iterations=5),
+    lambda s: nsst_family.nsst_abnm_wsml(s, directions=(2,), iterations=5),
+    lambda s: nsst_family.nsst_dcscm(s, directions=(2,), iterations=5),
+    lambda s: nsst_family.nsst_dcscm(s, directions=(2,), iterations=5, use_cnn_weights=True),
+    lambda s: __import__("MedFusionLib.families.nsct", fromlist=["x"]).nsct_fusion(s, directions=(2,),
+                                                                                     high_rule="pcnn", iterations=5),
+], ids=["csr", "nsst_papcnn", "nsst_abnm_wsml", "nsst_dcscm", "nsst_dcscm_cnn", "nsct_pcnn"])
+def test_method_functions_run_without_a_progress_object(call, pair):
+    """The method functions are usable directly on a (N, B, H, W) stack, as the library documents, without
+    the pipeline's Progress (``progress=None``)."""
+    out = call(np.stack(pair)[:, None])
+    assert out.shape == (1, 32, 36) and np.isfinite(out).all()
+
+
+def test_nsct_pcnn_on_flat_images_gives_the_flat_image():
+    """Flat sources have all-zero directional bands: the PCNN stimulus is 0 / (nothing), never 0 / 0."""
+    flat = np.full((32, 32), 0.4, np.float32)
+    out = mf.fuse([flat, flat], method="nsct", high_rule="pcnn", directions=(2,), iterations=5,
+                  input_ranges=(0, 1), output_range="unit")
+    np.testing.assert_allclose(out, 0.4, atol=1e-5)
+
+
+def test_abnm_on_flat_images_gives_the_flat_image():
+    flat = np.full((32, 32), 0.4, np.float32)
+    out = mf.fuse([flat, flat], method="nsst_abnm_wsml", directions=(2,), iterations=5,
+                  input_ranges=(0, 1), output_range="unit")
+    np.testing.assert_allclose(out, 0.4, atol=1e-5)
+
+
+def test_csr_passes_its_parameters_to_each_step(pair, monkeypatch):
+    """base_lambda to the Tikhonov split; lambda, rho0 = 100 lambda + 0.5 (Liu et al.'s code), max_iter,
+    tolerance and device to CBPDN, once per coding group; window_radius to the activity box mean (none at
+    radius 0); device to the reconstruction."""
+    seen = {"split": [], "cbpdn": [], "box": [], "reconstruct": []}
+    split, code, box, rec = (csr_family.tikhonov_split, csr_family.cbpdn, csr_family.box_mean,
+                             csr_family.reconstruct)
+    monkeypatch.setattr(csr_family, "tikhonov_split", lambda s, lmbda=5.0: seen["split"].append(lmbda) or split(s, lmbda))
+
+    def cbpdn(filters, images, lmbda, **kw):
+        seen["cbpdn"].append((len(images), lmbda, kw["rho"], kw["max_iter"], kw["rel_tol"], kw["device"]))
+        return code(filters, images, lmbda, **kw)
+
+    def reconstruct(filters, maps, device="auto"):
+        seen["reconstruct"].append(device)
+        return rec(filters, maps, device=device)
+
+    monkeypatch.setattr(csr_family, "cbpdn", cbpdn)
+    monkeypatch.setattr(csr_family, "box_mean", lambda x, r: seen["box"].append(r) or box(x, r))
+    monkeypatch.setattr(csr_family, "reconstruct", reconstruct)
+    stack = np.stack(pair)[:, None]
+    for radius in (0, 1, 3):
+        csr_family.csr_fusion(stack, lmbda=0.02, window_radius=radius, base_lambda=7.0, max_iter=4,
+                              tolerance=2e-3, device="cpu")
+    assert seen["split"] == [7.0] * 3
+    assert seen["cbpdn"] == [(2, 0.02, pytest.approx(2.5), 4, 2e-3, "cpu")] * 3
+    assert seen["box"] == [1, 3]
+    assert seen["reconstruct"] == ["cpu"] * 3
+    # one image a solve: as many CBPDN calls as source images, each with one image
+    filters, _ = csr_family.load_dictionary()
+    monkeypatch.setattr(csr_family, "_SOLVE_ELEMENTS", filters.shape[0] * 32 * 36)
+    seen["cbpdn"].clear()
+    csr_family.csr_fusion(np.stack([np.stack([x, x[::-1]]) for x in pair]), max_iter=3, device="cpu")
+    assert [c[0] for c in seen["cbpdn"]] == [1] * 4
+
+
+def test_csr_fuses_each_slice_of_a_volume_from_its_own_sources(pair):
+    """Slice-wise CSR of a 3-slice volume equals each slice fused alone (slice b's detail is coded from slice
+    b of every source, whatever the grouping)."""
+    volume = np.stack([np.stack([np.roll(x, 5 * k, axis=1) for k in range(3)]) for x in pair])   # (2, 3, H, W)
+    together = csr_family.csr_fusion(volume, max_iter=8, device="cpu")
+    for k in range(3):
+        alone = csr_family.csr_fusion(volume[:, k:k + 1], max_iter=8, device="cpu")
+        np.testing.assert_allclose(together[k], alone[0], atol=1e-4)
+
+
+def test_csr_dictionary_edges_and_reload(tmp_path):
+    """One filter is enough; filters must be 2..32 samples along both sides (a 4 x 40 or 40 x 4 filter is
+    corrupt, and the message says the values are finite); a dictionary rewritten on disk is reloaded."""
+    rng = np.random.default_rng(2)
+    assert csr_family.load_dictionary(_save_dictionary(tmp_path, rng.standard_normal((1, 4, 4))))[0].shape == (1, 4, 4)
+    for k, shape in enumerate([(2, 4, 40), (2, 40, 4), (2, 1, 4), (2, 4, 1)]):
+        (tmp_path / str(k)).mkdir()
+        with pytest.raises(mf.WeightsError, match=rf"corrupt \(filters of shape \({shape[0]}, {shape[1]}, "
+                                                  rf"{shape[2]}\), finite: True\)"):
+            csr_family.load_dictionary(_save_dictionary(tmp_path / str(k), rng.standard_normal(shape)))
+    (tmp_path / "re").mkdir()
+    path = _save_dictionary(tmp_path / "re", np.ones((2, 4, 4)))
+    assert csr_family.load_dictionary(path)[0].shape == (2, 4, 4)
+    _save_dictionary(tmp_path / "re", np.ones((3, 5, 5)))
+    import os
+    os.utime(path, (os.path.getatime(path), os.path.getmtime(path) + 10))
+    assert csr_family.load_dictionary(path)[0].shape == (3, 5, 5)
+
+
+def test_dcscm_passes_iterations_and_beta_to_the_scm(pair, monkeypatch):
+    from MedFusionLib import rules_neural
+    original = rules_neural.dual_channel_scm
+    seen = []
+
+    def recorded(stimuli, iterations=110, beta=0.3, **kw):
+        seen.append((iterations, beta))
+        return original(stimuli, iterations, beta=beta, **kw)
+
+    monkeypatch.setattr(rules_neural, "dual_channel_scm", recorded)
+    mf.fuse(pair, method="nsst_dcscm", directions=(2,), iterations=7, beta=0.45)
+    assert seen and set(seen) == {(7, 0.45)}
+
+
+def test_nsst_similarity_with_learned_features_is_the_wncc_over_all_directions_features(pair, monkeypatch):
+    """With features='learned', one level's similarity is the WNCC of the two sources' feature maps of all
+    its directions together (accumulated direction by direction to bound memory). A stand-in extractor
+    (features x and x^2 of each band) makes the reference computable: ``neural.wncc`` on the concatenated
+    maps, with the method's sigma and radius = round(3 sigma)."""
+    from MedFusionLib import rules_neural
+    monkeypatch.setattr(nsst_family, "band_feature_function",
+                        lambda device: (lambda x: np.stack([x, x * x], axis=1)))      # (2 b, 2, H, W)
+    recorded = []
+    original = rules_neural.similarity_rule
+
+    def similarity_rule(bands, similarity, activity, threshold):
+        recorded.append((bands.copy(), similarity.copy()))
+        return original(bands, similarity, activity, threshold)
+
+    monkeypatch.setattr(rules_neural, "similarity_rule", similarity_rule)
+    sigma = 1.2
+    mf.fuse(pair, method="nsst_similarity", features="learned", directions=(2, 4), sigma=sigma,
+            input_ranges=(0, 1), output_range="unit")
+    assert len(recorded) == 2
+    for bands, similarity in recorded:                              # bands (2, b, n_dir, H, W)
+        maps = np.concatenate([np.stack([bands[:, :, d], bands[:, :, d] ** 2], axis=1)
+                               for d in range(bands.shape[2])], axis=1)                      # (2, 2 n_dir, b, H, W)
+        expected = rules_neural.wncc(maps[0], maps[1], sigma, int(round(3 * sigma)))
+        np.testing.assert_allclose(similarity[:, 0], expected, atol=1e-5)
