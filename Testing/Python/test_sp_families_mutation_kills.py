@@ -239,19 +239,18 @@ def test_method_functions_run_without_a_progress_object(call, pair):
     assert out.shape == (1, 32, 36) and np.isfinite(out).all()
 
 
-def test_nsct_pcnn_on_flat_images_gives_the_flat_image():
-    """Flat sources have all-zero directional bands: the PCNN stimulus is 0 / (nothing), never 0 / 0."""
-    flat = np.full((32, 32), 0.4, np.float32)
-    out = mf.fuse([flat, flat], method="nsct", high_rule="pcnn", directions=(2,), iterations=5,
-                  input_ranges=(0, 1), output_range="unit")
-    np.testing.assert_allclose(out, 0.4, atol=1e-5)
-
-
-def test_abnm_on_flat_images_gives_the_flat_image():
-    flat = np.full((32, 32), 0.4, np.float32)
-    out = mf.fuse([flat, flat], method="nsst_abnm_wsml", directions=(2,), iterations=5,
-                  input_ranges=(0, 1), output_range="unit")
-    np.testing.assert_allclose(out, 0.4, atol=1e-5)
+@pytest.mark.parametrize("level", [0.0, 0.4])
+@pytest.mark.parametrize("method, params", [("nsct", dict(high_rule="pcnn")), ("nsst_abnm_wsml", {})])
+def test_flat_images_give_the_flat_image(method, params, level):
+    """Flat sources have (near-)zero directional bands, exactly zero for black images: the stimulus and
+    linking-scale normalisations divide by 1 there, never 0 / 0 (no invalid-value warning)."""
+    import warnings
+    flat = np.full((32, 32), level, np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        out = mf.fuse([flat, flat], method=method, directions=(2,), iterations=5, input_ranges=(0, 1),
+                      output_range="unit", **params)
+    np.testing.assert_allclose(out, level, atol=1e-5)
 
 
 def test_csr_passes_its_parameters_to_each_step(pair, monkeypatch):
@@ -305,7 +304,7 @@ def test_csr_dictionary_edges_and_reload(tmp_path):
     corrupt, and the message says the values are finite); a dictionary rewritten on disk is reloaded."""
     rng = np.random.default_rng(2)
     assert csr_family.load_dictionary(_save_dictionary(tmp_path, rng.standard_normal((1, 4, 4))))[0].shape == (1, 4, 4)
-    for k, shape in enumerate([(2, 4, 40), (2, 40, 4), (2, 1, 4), (2, 4, 1)]):
+    for k, shape in enumerate([(2, 4, 40), (2, 40, 4), (2, 1, 4), (2, 4, 1), (2, 33, 4), (2, 4, 33)]):
         (tmp_path / str(k)).mkdir()
         with pytest.raises(mf.WeightsError, match=rf"corrupt \(filters of shape \({shape[0]}, {shape[1]}, "
                                                   rf"{shape[2]}\), finite: True\)"):
@@ -358,3 +357,25 @@ def test_nsst_similarity_with_learned_features_is_the_wncc_over_all_directions_f
                                for d in range(bands.shape[2])], axis=1)                      # (2, 2 n_dir, b, H, W)
         expected = rules_neural.wncc(maps[0], maps[1], sigma, int(round(3 * sigma)))
         np.testing.assert_allclose(similarity[:, 0], expected, atol=1e-5)
+
+
+def test_the_cnn_weight_map_function_weighs_source_0_against_source_1(pair):
+    """``cnn_weight_map_function()(stack)`` is the deep family's ``weight_map(stack[0], stack[1])``: the
+    weight of source 0, which swapping the sources turns into (about) its complement."""
+    from MedFusionLib.families import learned_cnn
+    fn = nsst_family.cnn_weight_map_function()
+    stack = np.stack(pair)[:, None]
+    w = fn(stack)
+    np.testing.assert_array_equal(w, np.asarray(learned_cnn.weight_map(stack[0], stack[1]), np.float32))
+    assert np.abs(w - fn(stack[::-1])).max() > 0.2
+
+
+def test_dcscm_cnn_variant_fuses_every_slice_of_a_volume_deeper_than_its_height(pair):
+    """20 slices of 16 x 16 (more slices than rows): every slice is fused, the last as if alone."""
+    rng = np.random.default_rng(3)
+    volume = [rng.random((20, 16, 16)).astype(np.float32) for _ in range(2)]
+    kw = dict(method="nsst_dcscm", mode="slices", directions=(2,), iterations=5, use_cnn_weights=True,
+              input_ranges=(0, 1), output_range="unit")
+    out = mf.fuse(volume, **kw)
+    for k in (0, 15, 19):
+        np.testing.assert_allclose(out[k], mf.fuse([v[k] for v in volume], **kw), atol=1e-5)
