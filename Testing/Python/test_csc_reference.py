@@ -123,15 +123,16 @@ def _admm_written_out(a, s, lmbda, rho, max_iter, rel_tol, relax=1.8):
     n = a.shape[1]
     ata, ats = a.T @ a, a.T @ s
     y, u = np.zeros(n), np.zeros(n)
-    xi, mu, tau = 1.0 + 18.3 ** (np.log10(lmbda) + 1.0), 1.2, 1000.0
+    xi, mu, tau = (1.0 + 18.3 ** (np.log10(lmbda) + 1.0)) if lmbda > 0 else 1.0, 1.2, 1000.0
     for k in range(1, max_iter + 1):
         x = np.linalg.solve(ata + rho * np.eye(n), ats + rho * (y - u))
         xr = relax * x + (1 - relax) * y
         y_prev = y
         y = np.sign(xr + u) * np.maximum(np.abs(xr + u) - lmbda / rho, 0.0)
         u = u + xr - y
-        r = np.linalg.norm(x - y) / max(np.linalg.norm(x), np.linalg.norm(y))
-        sd = np.linalg.norm(y - y_prev) / np.linalg.norm(u)       # rho ||y - y_prev|| / ||rho u||
+        # a zero norm normalises by 1 (lambda = 0 leaves u = 0)
+        r = np.linalg.norm(x - y) / (max(np.linalg.norm(x), np.linalg.norm(y)) or 1.0)
+        sd = np.linalg.norm(y - y_prev) / (np.linalg.norm(u) or 1.0)   # rho ||y - y_prev|| / ||rho u||
         if (r < rel_tol and sd < rel_tol) or k == max_iter:
             return y, k, rho
         if k > 1:
@@ -144,12 +145,13 @@ def _admm_written_out(a, s, lmbda, rho, max_iter, rel_tol, relax=1.8):
                 rho, u = rho / mult, u * mult
 
 
-@pytest.mark.parametrize("lmbda, rho0", [(0.5, 0.02), (0.3, 5.0), (1.0, 50.0)])
+@pytest.mark.parametrize("lmbda, rho0", [(0.5, 0.02), (0.3, 5.0), (1.0, 50.0), (0.0, 2.0)])
 def test_cbpdn_is_the_written_out_admm_with_residual_balancing(problem, lmbda, rho0):
     """The same iterates as an independent ADMM on the explicit synthesis matrix: the same iteration
     count, the same final penalty (so every residual-balancing step was taken alike) and the same code.
     The three cases start rho far below, near and far above the balance, so rho moves both ways; at the
-    tolerance 1e-2 they stop after 23-46 iterations, except one image that runs to the limit of 300."""
+    tolerance 1e-2 they stop after 23-46 iterations, except one image that runs to the limit of 300.
+    lambda = 0 (least squares; the residual target xi is then 1) is allowed."""
     filters, s = problem
     h, w = s.shape[-2:]
     a = _synthesis_matrix(filters, h, w)
@@ -161,3 +163,6 @@ def test_cbpdn_is_the_written_out_admm_with_residual_balancing(problem, lmbda, r
         np.testing.assert_allclose(result.coefficients[k].ravel(), y, atol=2e-4)
     assert result.iterations == result.image_iterations.max()
     assert result.converged == bool((result.image_iterations < 300).all())
+    assert isinstance(result.primal_residual, float) and isinstance(result.dual_residual, float)
+    if result.converged:
+        assert 0 <= result.primal_residual < 1e-2 and 0 <= result.dual_residual < 1e-2
