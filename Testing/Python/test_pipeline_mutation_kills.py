@@ -4,6 +4,8 @@ the axis bounds, the smallest image accepted, stacked-array and RGB-volume input
 reaching the colour branch. Each assertion would fail if the decision were renamed, flipped or off by one.
 """
 
+import contextlib
+
 import numpy as np
 import pytest
 
@@ -13,40 +15,42 @@ from MedFusionLib.errors import FusionInputError
 from MedFusionLib.pipeline import plan
 
 
-@pytest.fixture
-def recorder():
-    """A registered 2-D/3-D method that records the stack shape of every call and returns input 0."""
+@contextlib.contextmanager
+def registered(name, func, **options):
+    """``func`` registered as test method ``name`` (family 'classical') for the block, then removed."""
     from MedFusionLib.registry import _REGISTRY, register
+    register(name, family="classical", summary=f"{name} (tests)", reference="none", **options)(func)
+    try:
+        yield
+    finally:
+        _REGISTRY.pop(name, None)
 
-    calls = []
 
-    @register("_test_recorder", family="classical", summary="input 0, recording shapes (tests)",
-              reference="none", dims=(2, 3))
+def _recording(calls):
     def record(stack):
         calls.append(stack.shape)
         return stack[0]
+    return record
 
-    try:
+
+def _reporting_half_way(stack, progress=None):
+    progress.report(0.5, "half")
+    return stack[0]
+
+
+@pytest.fixture
+def recorder():
+    """A registered 2-D/3-D method that records the stack shape of every call and returns input 0."""
+    calls = []
+    with registered("_test_recorder", _recording(calls), dims=(2, 3)):
         yield calls
-    finally:
-        _REGISTRY.pop("_test_recorder", None)
 
 
 @pytest.fixture
 def recorder_2d_only():
-    from MedFusionLib.registry import _REGISTRY, register
-
     calls = []
-
-    @register("_test_recorder_2d", family="classical", summary="input 0, 2-D only (tests)", reference="none")
-    def record(stack):
-        calls.append(stack.shape)
-        return stack[0]
-
-    try:
+    with registered("_test_recorder_2d", _recording(calls)):
         yield calls
-    finally:
-        _REGISTRY.pop("_test_recorder_2d", None)
 
 
 def _pair(shape, seed=0):
@@ -249,20 +253,10 @@ def test_the_memory_check_is_told_the_resolved_mode_and_colour_output(recorder_2
 
 
 def test_an_unbatched_method_gets_one_slice_at_a_time():
-    from MedFusionLib.registry import _REGISTRY, register
     calls = []
-
-    @register("_test_unbatched", family="classical", summary="input 0, unbatched (tests)", reference="none",
-              batched=False)
-    def one(stack):
-        calls.append(stack.shape)
-        return stack[0]
-
-    try:
+    with registered("_test_unbatched", _recording(calls), batched=False):
         assert plan(_pair((3, 6, 7)), "_test_unbatched", batch_size=3).batch_size == 1
         mf.fuse(_pair((3, 6, 7)), method="_test_unbatched", batch_size=3)
-    finally:
-        _REGISTRY.pop("_test_unbatched", None)
     assert calls == [(2, 1, 6, 7)] * 3
 
 
@@ -331,18 +325,10 @@ def test_empty_and_none_colour_map_entries_mean_grey():
 
 
 def test_a_method_returning_the_wrong_shape_is_named():
-    from MedFusionLib.registry import _REGISTRY, register
-
-    @register("_test_wrong_shape", family="classical", summary="wrong shape (tests)", reference="none")
-    def wrong(stack):
-        return stack[0, :, :-1]
-
-    try:
+    with registered("_test_wrong_shape", lambda stack: stack[0, :, :-1]):
         with pytest.raises(RuntimeError, match=r"^method '_test_wrong_shape' returned shape \(1, 5, 7\), "
                                                r"expected \(1, 6, 7\)$"):
             mf.fuse(_pair((6, 7)), method="_test_wrong_shape")
-    finally:
-        _REGISTRY.pop("_test_wrong_shape", None)
 
 
 def test_the_percentiles_set_the_input_windows():
@@ -360,18 +346,9 @@ def test_the_percentiles_set_the_input_windows():
 def test_slice_batches_report_their_range_the_methods_progress_inside_it_and_done():
     """6 slices in batches of 2: 'fusing slices 1-2 of 6', '3-4', '5-6', each followed by the method's own
     half-way report mapped into its batch's third of the work range [0.02, 1], then 'done' at 1."""
-    from MedFusionLib.registry import _REGISTRY, register
-
-    @register("_test_reporting", family="classical", summary="input 0, reports half-way (tests)", reference="none")
-    def reporting(stack, progress=None):
-        progress.report(0.5, "half")
-        return stack[0]
-
     reports = []
-    try:
+    with registered("_test_reporting", _reporting_half_way):
         mf.fuse(_pair((6, 5, 4)), method="_test_reporting", batch_size=2, progress=lambda f, m: reports.append((f, m)))
-    finally:
-        _REGISTRY.pop("_test_reporting", None)
     work = lambda x: 0.02 + 0.98 * x   # noqa: E731 - the work range after the windows
     expected = [(0.0, "measuring intensity windows")]
     for k in range(3):
@@ -382,17 +359,8 @@ def test_slice_batches_report_their_range_the_methods_progress_inside_it_and_don
 
 
 def test_a_2d_call_reports_the_method_inside_the_work_range_then_done():
-    from MedFusionLib.registry import _REGISTRY, register
-
-    @register("_test_reporting2", family="classical", summary="input 0, reports half-way (tests)", reference="none")
-    def reporting(stack, progress=None):
-        progress.report(0.5, "half")
-        return stack[0]
-
     reports = []
-    try:
-        mf.fuse(_pair((6, 5)), method="_test_reporting2", progress=lambda f, m: reports.append((f, m)))
-    finally:
-        _REGISTRY.pop("_test_reporting2", None)
+    with registered("_test_reporting", _reporting_half_way):
+        mf.fuse(_pair((6, 5)), method="_test_reporting", progress=lambda f, m: reports.append((f, m)))
     assert [m for _, m in reports] == ["measuring intensity windows", "half", "done"]
     np.testing.assert_allclose([f for f, _ in reports], [0.0, 0.51, 1.0], atol=1e-9)
