@@ -71,6 +71,11 @@ MODULES = {
     "families_learned": ("MedFusionLib/families/*learned*.py",                           # _learned, learned_*
                          [T + "test_deep_methods.py", T + "test_deep_adversarial.py", T + "test_deep_encoder_decoder.py",
                           T + "test_learned_families_mutation_kills.py"]),
+    "deep_networks": (tuple("MedFusionLib/deep/" + f for f in (                    # inference and the networks
+                          "inference.py", "blocks.py", "networks.py", "networks_adversarial.py",
+                          "networks_encoder_decoder.py")),
+                      [T + "test_learned_regression.py", T + "test_deep_methods.py", T + "test_deep_adversarial.py",
+                       T + "test_deep_encoder_decoder.py", T + "test_learned_families_mutation_kills.py"]),
     "metrics": ("MedFusionLib/metrics/*.py", [T + "test_metrics.py", T + "test_metric_references.py",
                                               T + "test_metrics_mutation_kills.py"]),   # the whole package
 }

@@ -1,0 +1,88 @@
+"""Frozen fingerprints of the learned methods' outputs with the shipped weights (a regression check).
+
+A fingerprint is the mean and the standard deviation of every 8 x 8 block of the image that a method fuses
+from a fixed input: a slice of the seeded head phantom, as MRI + PET (two sources) and as MRI + PET + CT
+(three, which the two-source networks fold pairwise; for the methods that take three). It is not a reference of what the method should give:
+it freezes what the shipped networks give, so that a change to a network's code (a layer, an activation, a
+padding, the inference tiling or normalisation) that the behavioural tests let through is seen. The
+tolerance (:data:`TOLERANCE`) is far above float32 noise between CPUs and thread counts (measured below
+1e-6) and far below what any changed network gives.
+
+The values are tied to the SHA-256 of each method's weight file; after a deliberate retraining, regenerate
+them (the test says so) with::
+
+    .venv/bin/python Testing/Python/learned_fingerprints.py
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Dict, List
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+FROZEN = os.path.join(HERE, "learned_fingerprints.json")
+BLOCK = 8
+#: largest allowed difference of any block mean or block standard deviation (images in [0, 1])
+TOLERANCE = 1e-4
+
+
+def fingerprint_inputs() -> Dict[str, List[np.ndarray]]:
+    """The two fixed inputs: ``"two"`` (MRI, PET) and ``"three"`` (MRI, PET, CT), 2-D in [0, 1]."""
+    sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))
+    from MedFusionLib import sampledata
+
+    volume = sampledata.head_phantom((24, 48, 40), seed=1)
+    unit = {}
+    for name in ("mri", "pet", "ct"):
+        x = volume[name][9].astype(np.float32)
+        unit[name] = (x - x.min()) / (x.max() - x.min())
+    return {"two": [unit["mri"], unit["pet"]], "three": [unit["mri"], unit["pet"], unit["ct"]]}
+
+
+def block_statistics(image: np.ndarray) -> Dict[str, List[List[float]]]:
+    """Mean and standard deviation of each ``BLOCK`` x ``BLOCK`` block (the image sides are multiples)."""
+    rows, cols = image.shape[0] // BLOCK, image.shape[1] // BLOCK
+    blocks = image[:rows * BLOCK, :cols * BLOCK].astype(np.float64).reshape(rows, BLOCK, cols, BLOCK)
+    return {"mean": blocks.mean(axis=(1, 3)).round(7).tolist(), "std": blocks.std(axis=(1, 3)).round(7).tolist()}
+
+
+def fingerprint(method: str) -> Dict[str, Dict[str, List[List[float]]]]:
+    """The block statistics of ``method``'s fused image on each fixed input it takes (CPU, unit ranges)."""
+    import MedFusionLib as mf
+
+    most = mf.get_method(method).max_inputs or 3
+    return {case: block_statistics(mf.fuse(images, method=method, input_ranges=(0, 1), output_range="unit",
+                                           device="cpu"))
+            for case, images in fingerprint_inputs().items() if len(images) <= most}
+
+
+def learned_methods() -> List[str]:
+    import MedFusionLib as mf
+
+    return sorted(spec.name for spec in mf.methods("deep learning"))
+
+
+def weights_sha256(method: str) -> str:
+    from MedFusionLib.digests import file_sha256
+    from MedFusionLib.deep.weights import PACKAGE_WEIGHTS
+
+    return file_sha256(os.path.join(PACKAGE_WEIGHTS, f"{method}.pt"))
+
+
+def main() -> None:
+    frozen = {"tolerance": TOLERANCE, "block": BLOCK, "methods": {}}
+    for method in learned_methods():
+        frozen["methods"][method] = {"weights_sha256": weights_sha256(method), **fingerprint(method)}
+        print(method, flush=True)
+    with open(FROZEN, "w", encoding="utf-8") as fh:
+        json.dump(frozen, fh, indent=1)
+        fh.write("\n")
+    print("wrote", FROZEN)
+
+
+if __name__ == "__main__":
+    main()
