@@ -1,4 +1,5 @@
-"""Frozen fingerprints of the learned methods' outputs with the shipped weights (a regression check).
+"""Frozen fingerprints of the learned methods' outputs with the shipped weights (a regression check): the
+deep-learning family and nsst_similarity (whose band features come from a shipped network).
 
 A fingerprint is the mean and the standard deviation of every 8 x 8 block of the image that a method fuses
 from a fixed input: a slice of the seeded head phantom, as MRI + PET (two sources) and as MRI + PET + CT
@@ -60,10 +61,15 @@ def fingerprint(method: str) -> Dict[str, Dict[str, List[List[float]]]]:
             for case, images in fingerprint_inputs().items() if len(images) <= most}
 
 
+#: methods of other families that run a shipped network (nsst_similarity's learned band features)
+OTHER_NETWORK_METHODS = ("nsst_similarity",)
+
+
 def learned_methods() -> List[str]:
+    """The deep-learning family and :data:`OTHER_NETWORK_METHODS`, sorted."""
     import MedFusionLib as mf
 
-    return sorted(spec.name for spec in mf.methods("deep learning"))
+    return sorted([spec.name for spec in mf.methods("deep learning")] + list(OTHER_NETWORK_METHODS))
 
 
 def weights_sha256(method: str) -> str:

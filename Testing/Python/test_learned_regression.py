@@ -1,4 +1,5 @@
-"""Frozen regression values of the twelve learned methods with their shipped weights (learned_fingerprints.py).
+"""Frozen regression values of the 12 learned methods and nsst_similarity with their shipped weights
+(learned_fingerprints.py).
 
 Not references of what a method should give, but of what the shipped networks gave when frozen: the block
 means and standard deviations of the fused image of a fixed phantom pair (and triple) may move by at most

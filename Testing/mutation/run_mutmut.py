@@ -14,7 +14,8 @@ in the copy prints a mutant's diff.
 mutmut 3 does not mutate decorated functions; in the copy, every top-level function of the module with a
 decorator (``@register(...)``, ``@lru_cache``) is first rewritten as a plain definition followed by
 ``name = decorator(name)`` (:func:`undecorate`; caches are dropped instead), so the registered method
-bodies are mutated too (``--keep-decorators`` turns this off). Not part of CI (docs/testing.md, 'Mutation testing').
+bodies are mutated too (``--keep-decorators`` turns this off). The copy's conftest.py also empties the cache
+of loaded networks at every test session (:data:`FRESH_NETWORKS`), so constructor mutants take effect. Not part of CI (docs/testing.md, 'Mutation testing').
 """
 
 from __future__ import annotations
@@ -43,7 +44,8 @@ TRANSFORM_TESTS = [SP_REF] + [SP + t for t in (
     "test_directional_bands_select_orientation", "test_coefficients_are_local", "test_transform_bad_input")]
 NEURAL_TESTS = [SP_REF] + [SP + t for t in (
     "test_pa_pcnn_matches_the_model_equations", "test_nsst_papcnn_is_yin_et_al_written_out",
-    "test_otsu_and_local_measures", "test_dual_channel_scm_credits_the_stronger_source", "test_wncc_extremes")]
+    "test_otsu_and_local_measures", "test_dual_channel_scm_credits_the_stronger_source", "test_wncc_extremes")] + [
+    T + "test_rules_neural_mutation_kills.py"]
 CSC_TESTS = [SP + t for t in ("test_cbpdn_matches_a_direct_lasso_solution", "test_cbpdn_batches_independently",
                               "test_cbpdn_rejects_bad_iteration_limit")] + [T + "test_csc_reference.py"]
 SP_TESTS = [T + "test_signal_processing.py", SP_REF, T + "test_sp_methods_reference.py",
@@ -75,7 +77,8 @@ MODULES = {
                           "inference.py", "blocks.py", "networks.py", "networks_adversarial.py",
                           "networks_encoder_decoder.py")),
                       [T + "test_learned_regression.py", T + "test_deep_methods.py", T + "test_deep_adversarial.py",
-                       T + "test_deep_encoder_decoder.py", T + "test_learned_families_mutation_kills.py"]),
+                       T + "test_deep_encoder_decoder.py", T + "test_learned_families_mutation_kills.py",
+                       T + "test_deep_training.py"]),       # the last for the training-only networks
     "metrics": ("MedFusionLib/metrics/*.py", [T + "test_metrics.py", T + "test_metric_references.py",
                                               T + "test_metrics_mutation_kills.py"]),   # the whole package
 }
@@ -148,6 +151,23 @@ def _undecorate_tree(work: str, pattern: str) -> list:
     return changed
 
 
+#: appended to the copy's conftest.py: mutmut forks every mutant's test session from a process whose
+#: networks the stats run already built and cached (deep/weights.py), which would hide every mutant of a
+#: network's constructor; the cache is emptied at the start of each session instead
+FRESH_NETWORKS = """
+
+@pytest.fixture(autouse=True, scope="session")
+def _mutmut_fresh_networks():            # added by Testing/mutation/run_mutmut.py in its throw-away copy
+    from MedFusionLib.deep import weights
+    weights._CACHE.clear()
+"""
+
+
+def _empty_caches_per_session(work: str) -> None:
+    with open(os.path.join(work, "Testing", "Python", "conftest.py"), "a", encoding="utf-8") as fh:
+        fh.write(FRESH_NETWORKS)
+
+
 def _configure(work: str, module: str, tests, timeout_multiplier=None) -> list:
     tests = [t for t in tests if os.path.exists(os.path.join(work, t.split("::")[0]))]   # files not there yet
     path = os.path.join(work, "pyproject.toml")
@@ -197,6 +217,7 @@ def main(argv=None) -> int:
         undecorated = ["(kept from the earlier run)"]
     else:
         _lay_out(work, args.worktree)
+        _empty_caches_per_session(work)
         undecorated = [] if args.keep_decorators else [f for p in patterns for f in _undecorate_tree(work, p)]
     tests = _configure(work, path, tests, args.timeout_multiplier)
     mutmut = os.path.join(os.path.dirname(sys.executable), "mutmut")
