@@ -3,7 +3,9 @@ deep-learning family and nsst_similarity (whose band features come from a shippe
 
 A fingerprint is the mean and the standard deviation of every 8 x 8 block of the image that a method fuses
 from a fixed input: a slice of the seeded head phantom, as MRI + PET (two sources) and as MRI + PET + CT
-(three, which the two-source networks fold pairwise; for the methods that take three). It is not a reference of what the method should give:
+(three, which the two-source networks fold pairwise; for the methods that take three), a pair cropped inside
+the head (tissue at every border), and the first pair again with parameters off their defaults
+(:data:`VARIANTS`). It is not a reference of what the method should give:
 it freezes what the shipped networks give, so that a change to a network's code (a layer, an activation, a
 padding, the inference tiling or normalisation) that the behavioural tests let through is seen. The
 tolerance (:data:`TOLERANCE`) is far above float32 noise between CPUs and thread counts (measured below
@@ -32,7 +34,8 @@ TOLERANCE = 1e-4
 
 
 def fingerprint_inputs() -> Dict[str, List[np.ndarray]]:
-    """The two fixed inputs: ``"two"`` (MRI, PET) and ``"three"`` (MRI, PET, CT), 2-D in [0, 1]."""
+    """The fixed inputs, 2-D in [0, 1]: ``"two"`` (MRI, PET, 48 x 40, head on a black background), ``"three"``
+    (MRI, PET, CT) and ``"inner"`` (MRI, PET, a 40 x 40 crop inside the head of a larger phantom)."""
     sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))
     from MedFusionLib import sampledata
 
@@ -41,7 +44,13 @@ def fingerprint_inputs() -> Dict[str, List[np.ndarray]]:
     for name in ("mri", "pet", "ct"):
         x = volume[name][9].astype(np.float32)
         unit[name] = (x - x.min()) / (x.max() - x.min())
-    return {"two": [unit["mri"], unit["pet"]], "three": [unit["mri"], unit["pet"], unit["ct"]]}
+    # tissue up to the borders (the phantom's black background hides how a method treats the image edge)
+    inner = sampledata.head_phantom((24, 96, 96), seed=1)
+    crops = []
+    for name in ("mri", "pet"):
+        x = inner[name][9, 28:68, 28:68].astype(np.float32)
+        crops.append((x - x.min()) / (x.max() - x.min()))
+    return {"two": [unit["mri"], unit["pet"]], "three": [unit["mri"], unit["pet"], unit["ct"]], "inner": crops}
 
 
 def block_statistics(image: np.ndarray) -> Dict[str, List[List[float]]]:
@@ -51,14 +60,34 @@ def block_statistics(image: np.ndarray) -> Dict[str, List[List[float]]]:
     return {"mean": blocks.mean(axis=(1, 3)).round(7).tolist(), "std": blocks.std(axis=(1, 3)).round(7).tolist()}
 
 
+#: parameter settings off the defaults, each fingerprinted on the two-source input (the other code paths of
+#: the methods with parameters: IFCNN's fusion rules, DSCNN's low-band rules, window and consistency check,
+#: the CNN weight map's pyramid depth, window and threshold)
+VARIANTS = {
+    "ifcnn": [{"rule": "mean"}, {"rule": "sum"}],
+    "dscnn": [{"low_rule": "weighted"}, {"low_rule": "mean", "window": 5, "consistency": False}],
+    "cnn_weight_map": [{"levels": 2, "window": 5, "threshold": 0.8}],
+}
+
+
+def variant_name(params: Dict) -> str:
+    return "two " + " ".join(f"{k}={v}" for k, v in sorted(params.items()))
+
+
 def fingerprint(method: str) -> Dict[str, Dict[str, List[List[float]]]]:
-    """The block statistics of ``method``'s fused image on each fixed input it takes (CPU, unit ranges)."""
+    """The block statistics of ``method``'s fused image on each fixed input it takes, and on the two-source
+    input with each of its :data:`VARIANTS` (CPU, unit ranges)."""
     import MedFusionLib as mf
 
+    def fused(images, **params):
+        return mf.fuse(images, method=method, input_ranges=(0, 1), output_range="unit", device="cpu", **params)
+
     most = mf.get_method(method).max_inputs or 3
-    return {case: block_statistics(mf.fuse(images, method=method, input_ranges=(0, 1), output_range="unit",
-                                           device="cpu"))
-            for case, images in fingerprint_inputs().items() if len(images) <= most}
+    inputs = fingerprint_inputs()
+    out = {case: block_statistics(fused(images)) for case, images in inputs.items() if len(images) <= most}
+    for params in VARIANTS.get(method, []):
+        out[variant_name(params)] = block_statistics(fused(inputs["two"], **params))
+    return out
 
 
 #: methods of other families that run a shipped network (nsst_similarity's learned band features)

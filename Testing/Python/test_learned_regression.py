@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 import MedFusionLib as mf
-from learned_fingerprints import (FROZEN, TOLERANCE, block_statistics, fingerprint, fingerprint_inputs,
-                                  learned_methods, weights_sha256)
+from learned_fingerprints import (FROZEN, TOLERANCE, VARIANTS, block_statistics, fingerprint, fingerprint_inputs,
+                                  learned_methods, variant_name, weights_sha256)
 
 with open(FROZEN, encoding="utf-8") as _fh:
     FINGERPRINTS = json.load(_fh)
@@ -52,3 +52,12 @@ def test_the_tolerance_separates_averaging_and_pixel_max_from_every_method():
         for name, stats in stand_ins.items():
             assert _largest_difference(stats, FINGERPRINTS["methods"][method]["two"]) > 100 * TOLERANCE, \
                 f"{method} is within 100 x tolerance of pixel {name}"
+
+
+def test_each_parameter_variant_takes_another_path():
+    """Every frozen variant differs from the default setting by far more than the tolerance, so it pins code
+    that the default fingerprint does not."""
+    for method, settings in VARIANTS.items():
+        frozen = FINGERPRINTS["methods"][method]
+        for params in settings:
+            assert _largest_difference(frozen[variant_name(params)], frozen["two"]) > 10 * TOLERANCE, (method, params)
