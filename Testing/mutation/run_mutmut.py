@@ -78,7 +78,7 @@ MODULES = {
                           "networks_encoder_decoder.py")),
                       [T + "test_learned_regression.py", T + "test_deep_methods.py", T + "test_deep_adversarial.py",
                        T + "test_deep_encoder_decoder.py", T + "test_learned_families_mutation_kills.py",
-                       T + "test_deep_training.py"]),       # the last for the training-only networks
+                       T + "test_deep_mutation_kills.py", T + "test_deep_training.py"]),   # the last: training-only nets
     "metrics": ("MedFusionLib/metrics/*.py", [T + "test_metrics.py", T + "test_metric_references.py",
                                               T + "test_metrics_mutation_kills.py"]),   # the whole package
 }
