@@ -64,7 +64,8 @@ def _weight_map_written_out(net, a, b):
     return (total / count)[before[0]:before[0] + h, before[1]:before[1] + w]
 
 
-@pytest.mark.parametrize("shape", [(20, 24), (37, 29), (11, 13)])   # even; odd (mirrored); below one patch
+@pytest.mark.parametrize("shape", [(20, 24), (37, 29), (11, 13), (5, 21)])   # even; odd; below one patch;
+# (5, 21): rows fewer than their padding, edge-replicated
 def test_cnn_weight_map_is_patch_scores_averaged_per_pixel(shape, rng):
     net = load_model("cnn_weight_map", torch.device("cpu"))
     from scipy import ndimage as ndi
@@ -134,3 +135,43 @@ def test_unet_padding_replicates_where_a_side_equals_its_padding():
     padded, crop = pad_to_multiple(x, 16)
     assert padded.shape == (1, 1, 16, 32) and torch.equal(padded[crop], x)
     torch.testing.assert_close(padded, F.pad(x, [0, 8, 0, 8], mode="replicate"))
+
+
+@pytest.mark.parametrize("slices", [2, 3])     # 2: as many slices as sources, where a wrong broadcast is silent
+def test_dscnn_weighted_low_band_fuses_each_slice_alone(slices, phantom3d):
+    import MedFusionLib as mf
+
+    unit = dict(input_ranges=(0, 1), output_range="unit", device="cpu", low_rule="weighted")
+    mri, pet = (phantom3d[k][8:8 + slices].astype(np.float32) for k in ("mri", "pet"))
+    mri, pet = mri / mri.max(), pet / pet.max()
+    volume = mf.fuse([mri, pet], method="dscnn", mode="slices", **unit)
+    for k in range(slices):
+        np.testing.assert_allclose(volume[k], mf.fuse([mri[k], pet[k]], method="dscnn", **unit), atol=1e-6)
+
+
+def test_cnn_weight_map_progress_over_three_inputs_is_ordered(phantom2d):
+    import MedFusionLib as mf
+
+    images = [phantom2d[k].astype(np.float32) / phantom2d[k].max() for k in ("mri", "pet", "ct")]
+    reports = []
+    mf.fuse(images, method="cnn_weight_map", input_ranges=(0, 1), device="cpu",
+            progress=lambda f, m: reports.append((f, m)))
+    fractions = [f for f, _ in reports]
+    assert fractions == sorted(fractions) and 0 <= fractions[0] and fractions[-1] == 1.0
+    pyramid = [f for f, m in reports if m.endswith("pyramid fusion")]
+    start = next(f for f, m in reports if m.startswith("weight map"))     # where the method's share begins
+    # one pyramid fusion per further input, each closing an equal share of the method's progress
+    assert pyramid == pytest.approx([(start + 1) / 2, 1.0])
+
+
+def test_encoder_decoder_width_bounds_are_inclusive():
+    from MedFusionLib.deep.networks_encoder_decoder import MCFNet, UNetFusionNet
+
+    UNetFusionNet(features=(1, 1, 1, 1, 1, 1))                    # positive widths, 1 included
+    UNetFusionNet(features=(2, 2, 2, 2, 2, 1), attention=True)    # attention: 2 at least, the sixth unused
+    MCFNet(channels=(1, 1))
+    with pytest.raises(ValueError, match="at least 2"):
+        UNetFusionNet(features=(2, 2, 2, 2, 1, 1), attention=True)
+    with pytest.raises(ValueError, match="positive"):
+        MCFNet(channels=(4, 0))
+    assert MCFNet(channels=(4, 4, 4, 4)).factor == 8              # 2^(levels - 1), not 2 (levels - 1)
