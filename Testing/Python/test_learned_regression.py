@@ -2,7 +2,8 @@
 (learned_fingerprints.py).
 
 Not references of what a method should give, but of what the shipped networks gave when frozen: the block
-means and standard deviations of the fused image of a fixed phantom pair (and triple) may move by at most
+means and standard deviations of the fused image of a fixed phantom pair, a triple, a crop with tissue at
+every border and the pair with parameters off their defaults may move by at most
 ``TOLERANCE`` (1e-4; float32 noise between thread counts measured at 1e-7). A changed layer, activation,
 padding, normalisation or N-input fold exceeds it; averaging and pixel max are far off (checked below, so
 the tolerance is shown to be tight enough)."""

@@ -15,7 +15,8 @@ mutmut 3 does not mutate decorated functions; in the copy, every top-level funct
 decorator (``@register(...)``, ``@lru_cache``) is first rewritten as a plain definition followed by
 ``name = decorator(name)`` (:func:`undecorate`; caches are dropped instead), so the registered method
 bodies are mutated too (``--keep-decorators`` turns this off). The copy's conftest.py also empties the cache
-of loaded networks at every test session (:data:`FRESH_NETWORKS`), so constructor mutants take effect. Not part of CI (docs/testing.md, 'Mutation testing').
+of loaded networks at every test session (:data:`FRESH_NETWORKS`), so constructor mutants take effect.
+Not part of CI (docs/testing.md, 'Mutation testing').
 """
 
 from __future__ import annotations
@@ -78,7 +79,8 @@ MODULES = {
                           "networks_encoder_decoder.py")),
                       [T + "test_learned_regression.py", T + "test_deep_methods.py", T + "test_deep_adversarial.py",
                        T + "test_deep_encoder_decoder.py", T + "test_learned_families_mutation_kills.py",
-                       T + "test_deep_mutation_kills.py", T + "test_deep_training.py"]),   # the last: training-only nets
+                       T + "test_deep_mutation_kills.py",
+                       T + "test_deep_training.py"]),                       # for the training-only networks
     "metrics": ("MedFusionLib/metrics/*.py", [T + "test_metrics.py", T + "test_metric_references.py",
                                               T + "test_metrics_mutation_kills.py"]),   # the whole package
 }
